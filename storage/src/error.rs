@@ -1,0 +1,42 @@
+//! Errors at the storage boundary.
+
+use std::path::PathBuf;
+
+/// What can go wrong storing or reading spans.
+#[derive(Debug, thiserror::Error)]
+pub enum StorageError {
+    /// A filesystem operation failed.
+    #[error("{op} {path}: {source}")]
+    Io {
+        /// What was being done.
+        op: &'static str,
+        /// The path involved.
+        path: PathBuf,
+        /// The OS error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// Writing a Parquet file failed.
+    #[error("writing Parquet {path}: {source}")]
+    Parquet {
+        /// The file.
+        path: PathBuf,
+        /// The Parquet error.
+        #[source]
+        source: parquet::errors::ParquetError,
+    },
+    /// An Arrow computation on a batch failed.
+    #[error("arrow: {0}")]
+    Arrow(#[from] arrow::error::ArrowError),
+    /// A batch does not have the table's schema.
+    #[error("batch schema does not match table {table}: {detail}")]
+    Schema {
+        /// The table.
+        table: String,
+        /// What differs.
+        detail: String,
+    },
+}
+
+/// Result with [`StorageError`].
+pub type Result<T, E = StorageError> = std::result::Result<T, E>;

@@ -1,0 +1,218 @@
+//! Arrow batches → Parquet files, one per hour partition per flush, written to a temp name and
+//! renamed into place so a reader sees a whole file or none.
+
+use std::{
+    collections::BTreeMap,
+    fs::{self, File},
+    path::{Path, PathBuf},
+    sync::atomic::{AtomicU64, Ordering},
+};
+
+use arrow::{
+    array::{Array, BooleanArray, RecordBatch, TimestampMicrosecondArray},
+    compute::{concat_batches, filter_record_batch, sort_to_indices, take_record_batch},
+    datatypes::SchemaRef,
+};
+use chrono::{DateTime, Utc};
+use parquet::{
+    arrow::ArrowWriter,
+    basic::{Compression, ZstdLevel},
+    file::properties::{EnabledStatistics, WriterProperties},
+    schema::types::ColumnPath,
+};
+
+use crate::{
+    error::{Result, StorageError},
+    paths,
+};
+
+/// Columns trace assembly looks up by value: bloom filters make those lookups skip row groups.
+pub const LOOKUP_KEY_COLUMNS: &[&str] = &[
+    "req_tcp_seq",
+    "resp_tcp_seq",
+    "syscall_trace_id_request",
+    "syscall_trace_id_response",
+    "x_request_id_0",
+    "x_request_id_1",
+    "trace_id",
+];
+
+/// Writes batches of one table as hour-partitioned Parquet files under a data dir.
+#[derive(Debug)]
+pub struct PartitionedWriter {
+    data_dir: PathBuf,
+    table: String,
+    schema: SchemaRef,
+    time_column: usize,
+    props: WriterProperties,
+    seq: AtomicU64,
+}
+
+/// What one [`PartitionedWriter::write`] produced.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct WriteStats {
+    /// Rows written.
+    pub rows: usize,
+    /// Files created.
+    pub files: Vec<PathBuf>,
+}
+
+impl PartitionedWriter {
+    /// A writer for `table` (with `schema`, partitioned by the timestamp column `time_column`).
+    pub fn new(data_dir: &Path, table: &str, schema: SchemaRef, time_column: &str) -> Result<Self> {
+        let time_column = schema.index_of(time_column)?;
+        let mut props = WriterProperties::builder()
+            .set_compression(Compression::ZSTD(ZstdLevel::try_new(3).map_err(|e| {
+                StorageError::Parquet {
+                    path: data_dir.to_path_buf(),
+                    source: e,
+                }
+            })?))
+            .set_statistics_enabled(EnabledStatistics::Page)
+            .set_max_row_group_row_count(Some(64 * 1024));
+        for key in LOOKUP_KEY_COLUMNS {
+            if schema.index_of(key).is_ok() {
+                props = props.set_column_bloom_filter_enabled(ColumnPath::from(*key), true);
+            }
+        }
+        let dir = paths::table_dir(data_dir, table);
+        fs::create_dir_all(&dir).map_err(|source| StorageError::Io {
+            op: "creating",
+            path: dir,
+            source,
+        })?;
+        Ok(Self {
+            data_dir: data_dir.to_path_buf(),
+            table: table.to_string(),
+            schema,
+            time_column,
+            props: props.build(),
+            seq: AtomicU64::new(0),
+        })
+    }
+
+    /// Writes `batches` (rows sorted by time) as one file per hour partition they touch.
+    pub fn write(&self, batches: &[RecordBatch]) -> Result<WriteStats> {
+        for b in batches {
+            if b.schema().fields() != self.schema.fields() {
+                return Err(StorageError::Schema {
+                    table: self.table.clone(),
+                    detail: format!("got {:?}", b.schema()),
+                });
+            }
+        }
+        let all = concat_batches(&self.schema, batches)?;
+        if all.num_rows() == 0 {
+            return Ok(WriteStats::default());
+        }
+        let order = sort_to_indices(all.column(self.time_column), None, None)?;
+        let all = take_record_batch(&all, &order)?;
+        let times = all
+            .column(self.time_column)
+            .as_any()
+            .downcast_ref::<TimestampMicrosecondArray>()
+            .ok_or_else(|| StorageError::Schema {
+                table: self.table.clone(),
+                detail: "time column is not Timestamp(µs)".into(),
+            })?;
+        let hour = |i: usize| times.value(i).div_euclid(3_600_000_000);
+        let mut hours = BTreeMap::new();
+        for i in 0..times.len() {
+            hours.entry(hour(i)).or_insert(i);
+        }
+        let mut stats = WriteStats::default();
+        for (&h, &first) in &hours {
+            let part = if hours.len() == 1 {
+                all.clone()
+            } else {
+                let mask: BooleanArray = (0..times.len()).map(|i| Some(hour(i) == h)).collect();
+                filter_record_batch(&all, &mask)?
+            };
+            let time = DateTime::<Utc>::from_timestamp_micros(times.value(first)).unwrap_or_default();
+            let path = self.write_file(&part, time)?;
+            stats.rows += part.num_rows();
+            stats.files.push(path);
+        }
+        Ok(stats)
+    }
+
+    fn write_file(&self, batch: &RecordBatch, time: DateTime<Utc>) -> Result<PathBuf> {
+        let dir = paths::partition_dir(&self.data_dir, &self.table, time);
+        fs::create_dir_all(&dir).map_err(|source| StorageError::Io {
+            op: "creating",
+            path: dir.clone(),
+            source,
+        })?;
+        let seq = self.seq.fetch_add(1, Ordering::Relaxed);
+        let path = dir.join(paths::part_file_name(Utc::now(), seq));
+        let tmp = paths::temp_path(&path);
+        let file = File::create(&tmp).map_err(|source| StorageError::Io {
+            op: "creating",
+            path: tmp.clone(),
+            source,
+        })?;
+        let parquet_err = |source| StorageError::Parquet {
+            path: path.clone(),
+            source,
+        };
+        let mut writer = ArrowWriter::try_new(file, self.schema.clone(), Some(self.props.clone()))
+            .map_err(parquet_err)?;
+        writer.write(batch).map_err(parquet_err)?;
+        let file = writer.into_inner().map_err(parquet_err)?;
+        file.sync_all().map_err(|source| StorageError::Io {
+            op: "syncing",
+            path: tmp.clone(),
+            source,
+        })?;
+        fs::rename(&tmp, &path).map_err(|source| StorageError::Io {
+            op: "renaming",
+            path: tmp.clone(),
+            source,
+        })?;
+        Ok(path)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use arrow::{
+        array::{Int64Array, TimestampMicrosecondArray},
+        datatypes::{DataType, Field, Schema, TimeUnit},
+    };
+    use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+
+    use super::*;
+
+    #[test]
+    fn splits_by_hour_and_reads_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("t", DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into())), false),
+            Field::new("v", DataType::Int64, false),
+        ]));
+        let hour = 3_600_000_000i64;
+        let t = TimestampMicrosecondArray::from(vec![hour + 5, 5, hour + 1])
+            .with_timezone("UTC");
+        let batch = RecordBatch::try_new(
+            schema.clone(),
+            vec![Arc::new(t), Arc::new(Int64Array::from(vec![3, 1, 2]))],
+        )
+        .unwrap();
+        let w = PartitionedWriter::new(dir.path(), "x", schema, "t").unwrap();
+        let stats = w.write(&[batch]).unwrap();
+        assert_eq!(stats.rows, 3);
+        assert_eq!(stats.files.len(), 2);
+        let f = File::open(&stats.files[1]).unwrap();
+        let rows: Vec<_> = ParquetRecordBatchReaderBuilder::try_new(f)
+            .unwrap()
+            .build()
+            .unwrap()
+            .map(|b| b.unwrap())
+            .collect();
+        let v = rows[0].column(1).as_any().downcast_ref::<Int64Array>().unwrap();
+        assert_eq!(v.values(), &[2, 3], "sorted by time within the file");
+        assert!(stats.files[1].to_string_lossy().contains("dt=1970-01-01/hr=01"));
+    }
+}
