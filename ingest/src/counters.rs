@@ -1,0 +1,54 @@
+//! Counters of what the agent saw, dropped or could not parse: never fatal, always counted.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+macro_rules! counters {
+    ($($(#[doc = $doc:literal])* $name:ident),* $(,)?) => {
+        /// Agent counters, shared between the capture task and whoever reports them.
+        #[derive(Debug, Default)]
+        pub struct IngestCounters {
+            $($(#[doc = $doc])* pub $name: AtomicU64,)*
+        }
+
+        impl IngestCounters {
+            /// Every counter as (name, value, doc).
+            pub fn snapshot(&self) -> Vec<(&'static str, u64, &'static str)> {
+                vec![$((stringify!($name), self.$name.load(Ordering::Relaxed), concat!($($doc),*).trim_ascii()),)*]
+            }
+        }
+    };
+}
+
+counters!(
+    /// Ring-buffer records read.
+    events,
+    /// Records too short or inconsistent to decode.
+    malformed_events,
+    /// Data events on sockets.
+    data_events,
+    /// Close events.
+    close_events,
+    /// Messages whose first bytes were not HTTP/1.x (other protocols, garbage, mid-stream attach).
+    not_http_messages,
+    /// HTTP requests recognised.
+    http_requests,
+    /// HTTP responses recognised.
+    http_responses,
+    /// Responses with no request waiting on their connection.
+    orphan_responses,
+    /// Requests whose connection closed (or went idle) before a response.
+    unanswered_requests,
+    /// Spans produced.
+    spans,
+    /// Connections dropped from agent state after going idle.
+    idle_connections_dropped,
+    /// Span batches that could not be handed to storage.
+    batches_dropped,
+);
+
+impl IngestCounters {
+    /// Adds `n` to a counter.
+    pub fn add(c: &AtomicU64, n: u64) {
+        c.fetch_add(n, Ordering::Relaxed);
+    }
+}

@@ -1,0 +1,292 @@
+//! Socket events → HTTP messages → spans. Per socket it finds message boundaries (HTTP framing,
+//! keep-alive and pipelining included) and pairs each response with the oldest request still
+//! waiting on that socket.
+
+use std::collections::{HashMap, VecDeque};
+
+use wiretrace_ebpf_common::{Direction, EventKind};
+
+use crate::{
+    counters::IngestCounters,
+    event::{EventView, KernelClock},
+    proto::http::{HttpHead, Parsed, StartLine, parse_head},
+    span::Span,
+};
+
+/// Connections idle this long are dropped from the agent's state (their requests counted as
+/// unanswered).
+pub const IDLE_TIMEOUT_US: i64 = 300 * 1_000_000;
+
+/// Where the next message starts in one direction of a connection.
+#[derive(Debug, Default, Clone, Copy)]
+enum Framing {
+    /// The next byte starts a message.
+    #[default]
+    Boundary,
+    /// This many body bytes remain before the next message.
+    Body(u64),
+    /// A body of unknown length (chunked or until close): everything until the direction
+    /// changes belongs to it.
+    UntilTurn,
+}
+
+/// A request seen on a connection, waiting for its response.
+#[derive(Debug)]
+struct Pending {
+    head: HttpHead,
+    dir: Direction,
+    time_us: i64,
+    tcp_seq: u32,
+    trace_id: u64,
+    tid: u32,
+    cap_seq: u64,
+    len: u64,
+}
+
+#[derive(Debug)]
+struct Conn {
+    framing: [Framing; 2],
+    last_dir: Option<Direction>,
+    pending: VecDeque<Pending>,
+    last_seen_us: i64,
+}
+
+/// Turns socket events into spans.
+#[derive(Debug)]
+pub struct SpanAssembler {
+    clock: KernelClock,
+    conns: HashMap<u64, Conn>,
+    done: Vec<Span>,
+}
+
+/// One message found in a data event.
+struct Message {
+    head: HttpHead,
+    offset: u64,
+    len: Option<u64>,
+}
+
+impl SpanAssembler {
+    /// A new assembler converting kernel time with `clock`.
+    pub fn new(clock: KernelClock) -> Self {
+        Self {
+            clock,
+            conns: HashMap::new(),
+            done: Vec::new(),
+        }
+    }
+
+    /// Feeds one event.
+    pub fn push(&mut self, ev: &EventView<'_>, counters: &IngestCounters) {
+        let id = ev.header.socket_id;
+        if ev.kind() == EventKind::Close {
+            IngestCounters::add(&counters.close_events, 1);
+            if let Some(conn) = self.conns.remove(&id) {
+                IngestCounters::add(&counters.unanswered_requests, conn.pending.len() as u64);
+            }
+            return;
+        }
+        IngestCounters::add(&counters.data_events, 1);
+        let now = self.clock.unix_micros(ev.header.timestamp_ns);
+        let conn = self.conns.entry(id).or_insert_with(|| Conn {
+            framing: [Framing::Boundary; 2],
+            last_dir: None,
+            pending: VecDeque::new(),
+            last_seen_us: now,
+        });
+        conn.last_seen_us = now;
+        let dir = ev.direction();
+        let turned = conn.last_dir.is_some_and(|d| d != dir);
+        conn.last_dir = Some(dir);
+        let slot = dir as usize;
+        if turned && matches!(conn.framing[slot], Framing::UntilTurn) {
+            conn.framing[slot] = Framing::Boundary;
+        }
+        // The other direction's unknown-length body ended when this side spoke.
+        if matches!(conn.framing[1 - slot], Framing::UntilTurn) {
+            conn.framing[1 - slot] = Framing::Boundary;
+        }
+        let messages = split_messages(conn, ev, counters);
+        for m in messages {
+            let is_request = matches!(m.head.start, StartLine::Request { .. });
+            let tcp_seq = ev.header.tcp_seq.wrapping_add(m.offset as u32);
+            let seen_len = ev.header.syscall_len.saturating_sub(m.offset);
+            if is_request {
+                IngestCounters::add(&counters.http_requests, 1);
+                conn.pending.push_back(Pending {
+                    len: m.len.unwrap_or(seen_len),
+                    head: m.head,
+                    dir,
+                    time_us: now,
+                    tcp_seq,
+                    trace_id: ev.header.syscall_trace_id,
+                    tid: ev.tid(),
+                    cap_seq: ev.header.cap_seq,
+                });
+                continue;
+            }
+            IngestCounters::add(&counters.http_responses, 1);
+            if let StartLine::Response { code, .. } = m.head.start
+                && code < 200
+            {
+                continue; // interim (100 Continue): the final response follows
+            }
+            let Some(pos) = conn.pending.iter().position(|p| p.dir != dir) else {
+                IngestCounters::add(&counters.orphan_responses, 1);
+                continue;
+            };
+            let Some(req) = conn.pending.remove(pos) else {
+                continue;
+            };
+            IngestCounters::add(&counters.spans, 1);
+            self.done.push(make_span(ev, req, m.head, m.len.unwrap_or(seen_len), now, tcp_seq));
+        }
+    }
+
+    /// Spans completed since the last call.
+    pub fn take_spans(&mut self) -> Vec<Span> {
+        std::mem::take(&mut self.done)
+    }
+
+    /// Drops connections idle since before `now_us - IDLE_TIMEOUT_US`.
+    pub fn expire_idle(&mut self, now_us: i64, counters: &IngestCounters) {
+        let cutoff = now_us - IDLE_TIMEOUT_US;
+        self.conns.retain(|_, c| {
+            let keep = c.last_seen_us >= cutoff;
+            if !keep {
+                IngestCounters::add(&counters.idle_connections_dropped, 1);
+                IngestCounters::add(&counters.unanswered_requests, c.pending.len() as u64);
+            }
+            keep
+        });
+    }
+
+    /// Connections currently tracked.
+    pub fn connections(&self) -> usize {
+        self.conns.len()
+    }
+}
+
+/// Finds the messages that start inside this event, advancing the connection's framing.
+fn split_messages(conn: &mut Conn, ev: &EventView<'_>, counters: &IngestCounters) -> Vec<Message> {
+    let slot = ev.direction() as usize;
+    let total = ev.header.syscall_len;
+    let mut off = 0u64;
+    let mut out = Vec::new();
+    while off < total {
+        match conn.framing[slot] {
+            Framing::UntilTurn => return out,
+            Framing::Body(n) => {
+                let k = n.min(total - off);
+                off += k;
+                conn.framing[slot] = if n > k {
+                    Framing::Body(n - k)
+                } else {
+                    Framing::Boundary
+                };
+                continue;
+            }
+            Framing::Boundary => {}
+        }
+        let Some(bytes) = ev.payload.get(off as usize..).filter(|b| !b.is_empty()) else {
+            // The message starts past the captured prefix: its bytes are not visible.
+            conn.framing[slot] = Framing::UntilTurn;
+            return out;
+        };
+        let truncated = (ev.payload.len() as u64) < total;
+        let head = match parse_head(bytes, truncated) {
+            Parsed::Head(h) => h,
+            Parsed::NotHttp => {
+                IngestCounters::add(&counters.not_http_messages, 1);
+                conn.framing[slot] = Framing::UntilTurn;
+                return out;
+            }
+        };
+        let method = match &head.start {
+            StartLine::Request { .. } => None,
+            StartLine::Response { .. } => conn
+                .pending
+                .iter()
+                .find(|p| p.dir as usize != slot)
+                .and_then(|p| match &p.head.start {
+                    StartLine::Request { method, .. } => Some(method.as_str()),
+                    StartLine::Response { .. } => None,
+                }),
+        };
+        let len = head.message_len(method);
+        let start = off;
+        match len {
+            Some(l) if l > 0 => {
+                let end = off + l;
+                if end > total {
+                    conn.framing[slot] = Framing::Body(end - total);
+                }
+                off = end.min(total);
+            }
+            _ => {
+                conn.framing[slot] = Framing::UntilTurn;
+                off = total;
+            }
+        }
+        out.push(Message {
+            head,
+            offset: start,
+            len,
+        });
+    }
+    out
+}
+
+fn make_span(
+    resp_ev: &EventView<'_>,
+    req: Pending,
+    resp: HttpHead,
+    resp_len: u64,
+    resp_time_us: i64,
+    resp_tcp_seq: u32,
+) -> Span {
+    // A process that sent the request is the client of this exchange.
+    let is_client = req.dir == Direction::Egress;
+    let local = (resp_ev.local_ip(), resp_ev.header.local_port);
+    let remote = (resp_ev.remote_ip(), resp_ev.header.remote_port);
+    let (client, server) = if is_client { (local, remote) } else { (remote, local) };
+    let version = req.head.version();
+    let (method, path) = match req.head.start {
+        StartLine::Request { method, path } => (method, path),
+        StartLine::Response { .. } => (String::new(), String::new()),
+    };
+    let (status, reason) = match resp.start {
+        StartLine::Response { code, reason } => (code, reason),
+        StartLine::Request { .. } => (0, String::new()),
+    };
+    Span {
+        start_us: req.time_us,
+        end_us: resp_time_us.max(req.time_us),
+        observation_point: if is_client { "c-p" } else { "s-p" },
+        client,
+        server,
+        version,
+        method,
+        host: req.head.headers.host,
+        path,
+        status,
+        reason,
+        request_len: req.len,
+        response_len: resp_len,
+        req_tcp_seq: req.tcp_seq,
+        resp_tcp_seq,
+        syscall_trace_id_request: req.trace_id,
+        syscall_trace_id_response: resp_ev.header.syscall_trace_id,
+        thread_0: req.tid,
+        thread_1: resp_ev.tid(),
+        cap_seq_0: req.cap_seq,
+        cap_seq_1: resp_ev.header.cap_seq,
+        pid: resp_ev.tgid(),
+        comm: resp_ev.comm(),
+        x_request_id: (req.head.headers.x_request_id, resp.headers.x_request_id),
+        trace_id: req.head.headers.trace_id,
+        span_id: req.head.headers.span_id,
+        parent_span_id: req.head.headers.parent_span_id,
+        socket_id: resp_ev.header.socket_id,
+    }
+}

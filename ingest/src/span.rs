@@ -1,0 +1,64 @@
+//! One span as the agent builds it, before it becomes a row of `l7_flow_log`.
+
+use std::net::IpAddr;
+
+/// A request/response exchange seen at one observation point.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Span {
+    /// Unix µs of the request.
+    pub start_us: i64,
+    /// Unix µs of the response.
+    pub end_us: i64,
+    /// "c-p" or "s-p" for eBPF spans.
+    pub observation_point: &'static str,
+    /// Client address and port.
+    pub client: (IpAddr, u16),
+    /// Server address and port.
+    pub server: (IpAddr, u16),
+    /// "1.0" or "1.1".
+    pub version: &'static str,
+    /// Method.
+    pub method: String,
+    /// Host header.
+    pub host: Option<String>,
+    /// Request target.
+    pub path: String,
+    /// Status code.
+    pub status: u16,
+    /// Reason phrase.
+    pub reason: String,
+    /// Request bytes.
+    pub request_len: u64,
+    /// Response bytes.
+    pub response_len: u64,
+    /// TCP seq of the request's first byte.
+    pub req_tcp_seq: u32,
+    /// TCP seq of the response's first byte.
+    pub resp_tcp_seq: u32,
+    /// Syscall trace id of the request event.
+    pub syscall_trace_id_request: u64,
+    /// Syscall trace id of the response event.
+    pub syscall_trace_id_response: u64,
+    /// Thread of the request event.
+    pub thread_0: u32,
+    /// Thread of the response event.
+    pub thread_1: u32,
+    /// Capture sequence of the request event.
+    pub cap_seq_0: u64,
+    /// Capture sequence of the response event.
+    pub cap_seq_1: u64,
+    /// The observing process.
+    pub pid: u32,
+    /// Its name.
+    pub comm: String,
+    /// X-Request-ID of request and response.
+    pub x_request_id: (Option<String>, Option<String>),
+    /// Trace context from request headers.
+    pub trace_id: Option<String>,
+    /// Span id from request headers.
+    pub span_id: Option<String>,
+    /// Parent span id from request headers.
+    pub parent_span_id: Option<String>,
+    /// The socket id (flow id).
+    pub socket_id: u64,
+}

@@ -1,0 +1,65 @@
+//! The DataFusion session: wiretrace's tables, the Postgres catalog, and the functions
+//! Postgres clients expect.
+
+use std::{path::Path, sync::Arc};
+
+use datafusion::{
+    datasource::{
+        file_format::parquet::ParquetFormat,
+        listing::{ListingOptions, ListingTable, ListingTableConfig, ListingTableUrl},
+    },
+    prelude::{SessionConfig, SessionContext},
+};
+use datafusion_postgres::{
+    datafusion_pg_catalog::pg_catalog::{context::EmptyContextProvider, setup_pg_catalog},
+    datafusion_pg_functions,
+};
+use wiretrace_storage::{
+    paths,
+    schema::{L7_FLOW_LOG, l7_flow_log_schema},
+};
+
+use crate::{error::QueryError, stats::StatsTable};
+
+/// Catalog name clients see as the database.
+pub const CATALOG: &str = "wiretrace";
+
+/// A session over the data dir: `l7_flow_log` plus pg_catalog and information_schema.
+pub async fn session(data_dir: &Path) -> Result<SessionContext, QueryError> {
+    let config = SessionConfig::new()
+        .with_default_catalog_and_schema(CATALOG, "public")
+        .with_information_schema(true);
+    let mut ctx = SessionContext::new_with_config(config);
+    register_span_table(&ctx, data_dir)?;
+    setup_pg_catalog(&ctx, CATALOG, EmptyContextProvider)
+        .map_err(|e| QueryError::Catalog(e.to_string()))?;
+    datafusion_pg_functions::register_all(&mut ctx);
+    Ok(ctx)
+}
+
+/// Registers `l7_flow_log` over the Parquet files under `data_dir` (all partitions).
+fn register_span_table(ctx: &SessionContext, data_dir: &Path) -> Result<(), QueryError> {
+    let dir = paths::table_dir(data_dir, L7_FLOW_LOG);
+    std::fs::create_dir_all(&dir).map_err(|source| QueryError::Io {
+        op: format!("creating {}", dir.display()),
+        source,
+    })?;
+    let dir = std::fs::canonicalize(&dir).map_err(|source| QueryError::Io {
+        op: format!("resolving {}", dir.display()),
+        source,
+    })?;
+    let url = ListingTableUrl::parse(format!("{}/", dir.display()))?;
+    let options = ListingOptions::new(Arc::new(ParquetFormat::default()))
+        .with_file_extension(".parquet");
+    let config = ListingTableConfig::new(url)
+        .with_listing_options(options)
+        .with_schema(l7_flow_log_schema());
+    ctx.register_table(L7_FLOW_LOG, Arc::new(ListingTable::try_new(config)?))?;
+    Ok(())
+}
+
+/// Registers a live counters table (e.g. the agent's) under `name`.
+pub fn register_stats(ctx: &SessionContext, name: &str, table: StatsTable) -> Result<(), QueryError> {
+    ctx.register_table(name, Arc::new(table))?;
+    Ok(())
+}
