@@ -17,13 +17,19 @@ const BIN_NAME: &str = "wiretrace";
 
 fn main() -> anyhow::Result<()> {
     let manifest = PathBuf::from(env::var("CARGO_MANIFEST_DIR")?);
-    let root = manifest.parent().context("ingest has a parent")?.to_path_buf();
+    let root = manifest
+        .parent()
+        .context("ingest has a parent")?
+        .to_path_buf();
     let out_dir = PathBuf::from(env::var("OUT_DIR")?);
     let prebuilt = root.join("ingest-ebpf/prebuilt/wiretrace.bpf.o");
     let dest = out_dir.join("wiretrace.bpf.o");
     println!("cargo:rerun-if-env-changed=WIRETRACE_EBPF");
     println!("cargo:rerun-if-changed={}", prebuilt.display());
-    println!("cargo:rerun-if-changed={}", root.join("ingest-ebpf/common/src").display());
+    println!(
+        "cargo:rerun-if-changed={}",
+        root.join("ingest-ebpf/common/src").display()
+    );
 
     let mode = env::var("WIRETRACE_EBPF").unwrap_or_else(|_| "auto".into());
     let toolchain = toolchain_problem();
@@ -69,7 +75,11 @@ fn toolchain_problem() -> Option<String> {
         .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string());
     match sysroot {
         None => Some("the nightly toolchain is missing".into()),
-        Some(s) if !Path::new(&s).join("lib/rustlib/src/rust/library/core").is_dir() => {
+        Some(s)
+            if !Path::new(&s)
+                .join("lib/rustlib/src/rust/library/core")
+                .is_dir() =>
+        {
             Some("nightly has no rust-src component".into())
         }
         Some(_) => None,

@@ -81,8 +81,9 @@ impl Agent {
         let mut assembler = SpanAssembler::new(clock);
         let mut builder = SpanBatchBuilder::new(config.agent_id, config.host.clone());
         // SAFETY: the ring buffer owns its fd and outlives the registration (both die together).
-        let mut ring = unsafe { AsyncFd::register_with_interest(probes.events, Interest::READABLE) }
-            .map_err(|e| IngestError::Io(e.into()))?;
+        let mut ring =
+            unsafe { AsyncFd::register_with_interest(probes.events, Interest::READABLE) }
+                .map_err(|e| IngestError::Io(e.into()))?;
         let mut tick = tokio::time::interval(config.flush_interval);
         tokio::pin!(shutdown);
         loop {

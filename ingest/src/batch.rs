@@ -35,7 +35,9 @@ impl SpanBatchBuilder {
     /// 16 M spans per second, and ordered by time so it compresses.
     fn next_id(&mut self, start_us: i64) -> i64 {
         self.counter = (self.counter + 1) & 0x00ff_ffff;
-        ((start_us.div_euclid(1_000_000)) << 32) | (i64::from(self.agent_id) << 24) | i64::from(self.counter)
+        ((start_us.div_euclid(1_000_000)) << 32)
+            | (i64::from(self.agent_id) << 24)
+            | i64::from(self.counter)
     }
 
     /// One batch holding `spans`.
@@ -51,7 +53,9 @@ impl SpanBatchBuilder {
             Arc::new(s.iter().map(f).collect::<Int64Array>())
         };
         let time = |f: &dyn Fn(&Span) -> i64| -> ArrayRef {
-            Arc::new(TimestampMicrosecondArray::from_iter_values(s.iter().map(f)).with_timezone("UTC"))
+            Arc::new(
+                TimestampMicrosecondArray::from_iter_values(s.iter().map(f)).with_timezone("UTC"),
+            )
         };
         let client = |s: &Span| s.observation_point == "c-p";
         let columns: Vec<ArrayRef> = schema
@@ -69,8 +73,16 @@ impl SpanBatchBuilder {
                     "host" => strs(&|_| Some(self.host.clone())),
                     "ip_0" => strs(&|s| Some(s.client.0.to_string())),
                     "ip_1" => strs(&|s| Some(s.server.0.to_string())),
-                    "client_port" => Arc::new(s.iter().map(|s| i32::from(s.client.1)).collect::<Int32Array>()),
-                    "server_port" => Arc::new(s.iter().map(|s| i32::from(s.server.1)).collect::<Int32Array>()),
+                    "client_port" => Arc::new(
+                        s.iter()
+                            .map(|s| i32::from(s.client.1))
+                            .collect::<Int32Array>(),
+                    ),
+                    "server_port" => Arc::new(
+                        s.iter()
+                            .map(|s| i32::from(s.server.1))
+                            .collect::<Int32Array>(),
+                    ),
                     "protocol" => strs(&|_| Some("tcp".into())),
                     "l7_protocol" => strs(&|_| Some("http".into())),
                     "version" => strs(&|s| Some(s.version.into())),
@@ -78,14 +90,28 @@ impl SpanBatchBuilder {
                     "request_type" => strs(&|s| Some(s.method.clone())),
                     "request_domain" => strs(&|s| s.host.clone()),
                     "request_resource" => strs(&|s| Some(s.path.clone())),
-                    "endpoint" => strs(&|s| Some(s.path.split('?').next().unwrap_or_default().to_string())),
-                    "response_code" => Arc::new(s.iter().map(|s| Some(i32::from(s.status))).collect::<Int32Array>()),
+                    "endpoint" => {
+                        strs(&|s| Some(s.path.split('?').next().unwrap_or_default().to_string()))
+                    }
+                    "response_code" => Arc::new(
+                        s.iter()
+                            .map(|s| Some(i32::from(s.status)))
+                            .collect::<Int32Array>(),
+                    ),
                     "response_status" => strs(&|s| Some(status_class(s.status).into())),
                     "response_exception" => strs(&|s| (s.status >= 400).then(|| s.reason.clone())),
                     "request_length" => i64s(&|s| Some(s.request_len as i64)),
                     "response_length" => i64s(&|s| Some(s.response_len as i64)),
-                    "req_tcp_seq" => Arc::new(s.iter().map(|s| Some(s.req_tcp_seq)).collect::<UInt32Array>()),
-                    "resp_tcp_seq" => Arc::new(s.iter().map(|s| Some(s.resp_tcp_seq)).collect::<UInt32Array>()),
+                    "req_tcp_seq" => Arc::new(
+                        s.iter()
+                            .map(|s| Some(s.req_tcp_seq))
+                            .collect::<UInt32Array>(),
+                    ),
+                    "resp_tcp_seq" => Arc::new(
+                        s.iter()
+                            .map(|s| Some(s.resp_tcp_seq))
+                            .collect::<UInt32Array>(),
+                    ),
                     "syscall_trace_id_request" => i64s(&|s| nonzero(s.syscall_trace_id_request)),
                     "syscall_trace_id_response" => i64s(&|s| nonzero(s.syscall_trace_id_response)),
                     "syscall_thread_0" => i64s(&|s| Some(i64::from(s.thread_0))),

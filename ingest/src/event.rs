@@ -102,7 +102,10 @@ impl KernelClock {
     /// Measures the offset between CLOCK_REALTIME and CLOCK_MONOTONIC now.
     pub fn now() -> Self {
         let read = |clock| {
-            let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+            let mut ts = libc::timespec {
+                tv_sec: 0,
+                tv_nsec: 0,
+            };
             // SAFETY: valid pointer to a timespec; the clocks always exist on Linux.
             unsafe { libc::clock_gettime(clock, &mut ts) };
             ts.tv_sec * 1_000_000_000 + ts.tv_nsec
@@ -172,7 +175,10 @@ mod tests {
         assert_eq!(v.comm(), "curl");
         assert_eq!((v.tgid(), v.tid()), (7, 8));
         assert_eq!(v.local_ip().to_string(), "127.0.0.1");
-        assert_eq!(EventView::parse(&bytes[..bytes.len() - 1]).unwrap_err(), MalformedEvent);
+        assert_eq!(
+            EventView::parse(&bytes[..bytes.len() - 1]).unwrap_err(),
+            MalformedEvent
+        );
         assert_eq!(EventView::parse(&bytes[..10]).unwrap_err(), MalformedEvent);
     }
 }

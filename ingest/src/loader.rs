@@ -66,14 +66,22 @@ pub fn check_capture_support() -> Result<(), IngestError> {
 /// Mounts tracefs when it is not mounted yet (attaching tracepoints needs it).
 fn ensure_tracefs() {
     let path = std::path::Path::new("/sys/kernel/tracing");
-    if path.join("events").exists() || std::path::Path::new("/sys/kernel/debug/tracing/events").exists() {
+    if path.join("events").exists()
+        || std::path::Path::new("/sys/kernel/debug/tracing/events").exists()
+    {
         return;
     }
     let src = c"tracefs";
     let target = c"/sys/kernel/tracing";
     // SAFETY: static C strings; mount(2) failing leaves nothing to undo.
     let rc = unsafe {
-        libc::mount(src.as_ptr(), target.as_ptr(), src.as_ptr(), 0, std::ptr::null())
+        libc::mount(
+            src.as_ptr(),
+            target.as_ptr(),
+            src.as_ptr(),
+            0,
+            std::ptr::null(),
+        )
     };
     if rc != 0 {
         tracing::warn!(error = %std::io::Error::last_os_error(), "mounting tracefs failed");

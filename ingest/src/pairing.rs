@@ -139,7 +139,14 @@ impl SpanAssembler {
                 continue;
             };
             IngestCounters::add(&counters.spans, 1);
-            self.done.push(make_span(ev, req, m.head, m.len.unwrap_or(seen_len), now, tcp_seq));
+            self.done.push(make_span(
+                ev,
+                req,
+                m.head,
+                m.len.unwrap_or(seen_len),
+                now,
+                tcp_seq,
+            ));
         }
     }
 
@@ -249,7 +256,11 @@ fn make_span(
     let is_client = req.dir == Direction::Egress;
     let local = (resp_ev.local_ip(), resp_ev.header.local_port);
     let remote = (resp_ev.remote_ip(), resp_ev.header.remote_port);
-    let (client, server) = if is_client { (local, remote) } else { (remote, local) };
+    let (client, server) = if is_client {
+        (local, remote)
+    } else {
+        (remote, local)
+    };
     let version = req.head.version();
     let (method, path) = match req.head.start {
         StartLine::Request { method, path } => (method, path),

@@ -77,10 +77,12 @@ impl std::fmt::Debug for SqlServer {
 impl SqlServer {
     /// Binds `addr` for `ctx`.
     pub async fn bind(addr: &str, ctx: Arc<SessionContext>) -> Result<Self, QueryError> {
-        let listener = TcpListener::bind(addr).await.map_err(|source| QueryError::Io {
-            op: format!("binding {addr}"),
-            source,
-        })?;
+        let listener = TcpListener::bind(addr)
+            .await
+            .map_err(|source| QueryError::Io {
+                op: format!("binding {addr}"),
+                source,
+            })?;
         Ok(Self { listener, ctx })
     }
 

@@ -8,6 +8,7 @@ use datafusion::{
         file_format::parquet::ParquetFormat,
         listing::{ListingOptions, ListingTable, ListingTableConfig, ListingTableUrl},
     },
+    execution::{cache::cache_manager::CacheManagerConfig, runtime_env::RuntimeEnvBuilder},
     prelude::{SessionConfig, SessionContext},
 };
 use datafusion_postgres::{
@@ -21,6 +22,9 @@ use wiretrace_storage::{
 
 use crate::{error::QueryError, stats::StatsTable};
 
+/// Memory all running queries may use together before one fails with a resources error.
+pub const QUERY_MEMORY_LIMIT: usize = 4 << 30;
+
 /// Catalog name clients see as the database.
 pub const CATALOG: &str = "wiretrace";
 
@@ -29,7 +33,12 @@ pub async fn session(data_dir: &Path) -> Result<SessionContext, QueryError> {
     let config = SessionConfig::new()
         .with_default_catalog_and_schema(CATALOG, "public")
         .with_information_schema(true);
-    let mut ctx = SessionContext::new_with_config(config);
+    // New Parquet files appear every flush: never cache directory listings.
+    let runtime = RuntimeEnvBuilder::new()
+        .with_cache_manager(CacheManagerConfig::default().with_list_files_cache_limit(0))
+        .with_memory_limit(QUERY_MEMORY_LIMIT, 1.0)
+        .build_arc()?;
+    let mut ctx = SessionContext::new_with_config_rt(config, runtime);
     register_span_table(&ctx, data_dir)?;
     setup_pg_catalog(&ctx, CATALOG, EmptyContextProvider)
         .map_err(|e| QueryError::Catalog(e.to_string()))?;
@@ -49,8 +58,8 @@ fn register_span_table(ctx: &SessionContext, data_dir: &Path) -> Result<(), Quer
         source,
     })?;
     let url = ListingTableUrl::parse(format!("{}/", dir.display()))?;
-    let options = ListingOptions::new(Arc::new(ParquetFormat::default()))
-        .with_file_extension(".parquet");
+    let options =
+        ListingOptions::new(Arc::new(ParquetFormat::default())).with_file_extension(".parquet");
     let config = ListingTableConfig::new(url)
         .with_listing_options(options)
         .with_schema(l7_flow_log_schema());
@@ -59,7 +68,11 @@ fn register_span_table(ctx: &SessionContext, data_dir: &Path) -> Result<(), Quer
 }
 
 /// Registers a live counters table (e.g. the agent's) under `name`.
-pub fn register_stats(ctx: &SessionContext, name: &str, table: StatsTable) -> Result<(), QueryError> {
+pub fn register_stats(
+    ctx: &SessionContext,
+    name: &str,
+    table: StatsTable,
+) -> Result<(), QueryError> {
     ctx.register_table(name, Arc::new(table))?;
     Ok(())
 }

@@ -128,7 +128,8 @@ impl PartitionedWriter {
                 let mask: BooleanArray = (0..times.len()).map(|i| Some(hour(i) == h)).collect();
                 filter_record_batch(&all, &mask)?
             };
-            let time = DateTime::<Utc>::from_timestamp_micros(times.value(first)).unwrap_or_default();
+            let time =
+                DateTime::<Utc>::from_timestamp_micros(times.value(first)).unwrap_or_default();
             let path = self.write_file(&part, time)?;
             stats.rows += part.num_rows();
             stats.files.push(path);
@@ -189,12 +190,15 @@ mod tests {
     fn splits_by_hour_and_reads_back() {
         let dir = tempfile::tempdir().unwrap();
         let schema = Arc::new(Schema::new(vec![
-            Field::new("t", DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into())), false),
+            Field::new(
+                "t",
+                DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into())),
+                false,
+            ),
             Field::new("v", DataType::Int64, false),
         ]));
         let hour = 3_600_000_000i64;
-        let t = TimestampMicrosecondArray::from(vec![hour + 5, 5, hour + 1])
-            .with_timezone("UTC");
+        let t = TimestampMicrosecondArray::from(vec![hour + 5, 5, hour + 1]).with_timezone("UTC");
         let batch = RecordBatch::try_new(
             schema.clone(),
             vec![Arc::new(t), Arc::new(Int64Array::from(vec![3, 1, 2]))],
@@ -211,8 +215,16 @@ mod tests {
             .unwrap()
             .map(|b| b.unwrap())
             .collect();
-        let v = rows[0].column(1).as_any().downcast_ref::<Int64Array>().unwrap();
+        let v = rows[0]
+            .column(1)
+            .as_any()
+            .downcast_ref::<Int64Array>()
+            .unwrap();
         assert_eq!(v.values(), &[2, 3], "sorted by time within the file");
-        assert!(stats.files[1].to_string_lossy().contains("dt=1970-01-01/hr=01"));
+        assert!(
+            stats.files[1]
+                .to_string_lossy()
+                .contains("dt=1970-01-01/hr=01")
+        );
     }
 }

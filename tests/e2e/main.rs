@@ -1,1 +1,5 @@
+//! End-to-end tests: the real binary, real eBPF programs in the kernel, real servers and
+//! clients (python3, curl, psql) on loopback.
 
+mod http_capture;
+mod support;

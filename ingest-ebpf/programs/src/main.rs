@@ -274,14 +274,62 @@ macro_rules! data_tracepoints {
 }
 
 data_tracepoints!(
-    (enter_read, exit_read, SYSCALL_READ, BufKind::Plain, Direction::Ingress),
-    (enter_write, exit_write, SYSCALL_WRITE, BufKind::Plain, Direction::Egress),
-    (enter_readv, exit_readv, SYSCALL_READV, BufKind::Iovec, Direction::Ingress),
-    (enter_writev, exit_writev, SYSCALL_WRITEV, BufKind::Iovec, Direction::Egress),
-    (enter_sendto, exit_sendto, SYSCALL_SENDTO, BufKind::Plain, Direction::Egress),
-    (enter_recvfrom, exit_recvfrom, SYSCALL_RECVFROM, BufKind::Plain, Direction::Ingress),
-    (enter_sendmsg, exit_sendmsg, SYSCALL_SENDMSG, BufKind::Msghdr, Direction::Egress),
-    (enter_recvmsg, exit_recvmsg, SYSCALL_RECVMSG, BufKind::Msghdr, Direction::Ingress),
+    (
+        enter_read,
+        exit_read,
+        SYSCALL_READ,
+        BufKind::Plain,
+        Direction::Ingress
+    ),
+    (
+        enter_write,
+        exit_write,
+        SYSCALL_WRITE,
+        BufKind::Plain,
+        Direction::Egress
+    ),
+    (
+        enter_readv,
+        exit_readv,
+        SYSCALL_READV,
+        BufKind::Iovec,
+        Direction::Ingress
+    ),
+    (
+        enter_writev,
+        exit_writev,
+        SYSCALL_WRITEV,
+        BufKind::Iovec,
+        Direction::Egress
+    ),
+    (
+        enter_sendto,
+        exit_sendto,
+        SYSCALL_SENDTO,
+        BufKind::Plain,
+        Direction::Egress
+    ),
+    (
+        enter_recvfrom,
+        exit_recvfrom,
+        SYSCALL_RECVFROM,
+        BufKind::Plain,
+        Direction::Ingress
+    ),
+    (
+        enter_sendmsg,
+        exit_sendmsg,
+        SYSCALL_SENDMSG,
+        BufKind::Msghdr,
+        Direction::Egress
+    ),
+    (
+        enter_recvmsg,
+        exit_recvmsg,
+        SYSCALL_RECVMSG,
+        BufKind::Msghdr,
+        Direction::Ingress
+    ),
 );
 
 /// connect() entry: remember the fd for the exit.

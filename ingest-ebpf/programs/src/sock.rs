@@ -66,7 +66,11 @@ pub(crate) fn tcp_seq(sk: *const u8, dir: Direction, off: &KernelOffsets) -> Res
 
 /// Fills family, ports and addresses of `ev` from the socket.
 #[inline(always)]
-pub(crate) fn read_tuple(sk: *const u8, ev: &mut SocketEvent, off: &KernelOffsets) -> Result<(), i64> {
+pub(crate) fn read_tuple(
+    sk: *const u8,
+    ev: &mut SocketEvent,
+    off: &KernelOffsets,
+) -> Result<(), i64> {
     let family: u16 = read(sk, off.sk_family)?;
     ev.family = family as u8;
     let num: u16 = read(sk, off.sk_num)?;

@@ -83,7 +83,11 @@ impl HttpHead {
 
     /// "1.0" or "1.1".
     pub fn version(&self) -> &'static str {
-        if self.minor_version == 0 { "1.0" } else { "1.1" }
+        if self.minor_version == 0 {
+            "1.0"
+        } else {
+            "1.1"
+        }
     }
 }
 
@@ -222,7 +226,10 @@ mod tests {
         );
         assert_eq!(h.headers.host.as_deref(), Some("x"));
         assert_eq!(h.headers.x_request_id.as_deref(), Some("r1"));
-        assert_eq!(h.headers.trace_id.as_deref(), Some("0af7651916cd43dd8448eb211c80319c"));
+        assert_eq!(
+            h.headers.trace_id.as_deref(),
+            Some("0af7651916cd43dd8448eb211c80319c")
+        );
         assert_eq!(h.headers.span_id.as_deref(), Some("b7ad6b7169203331"));
         assert_eq!(h.message_len(None), Some(h.head_len.unwrap() as u64));
     }

@@ -1,0 +1,48 @@
+#!/usr/bin/env bash
+# Installs what wiretrace needs on a fresh Debian machine, as root. Idempotent: skips what is
+# already there.
+#   scripts/setup.sh          everything for building, running and testing
+#   scripts/setup.sh --run    only what `wiretrace up` needs (nothing beyond cargo today)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+mode=${1:-all}
+[ "$mode" = "--run" ] && exit 0
+
+log() { printf '\033[1msetup:\033[0m %s\n' "$*" >&2; }
+sudo_if() { if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi; }
+
+LLVM=22
+apt_pkgs=()
+command -v curl >/dev/null || apt_pkgs+=(curl)
+command -v psql >/dev/null || apt_pkgs+=(postgresql-client)
+[ -x /usr/lib/llvm-$LLVM/bin/llvm-config ] || apt_pkgs+=(llvm-$LLVM-dev)
+if [ ${#apt_pkgs[@]} -gt 0 ]; then
+    log "apt-get install ${apt_pkgs[*]}"
+    sudo_if apt-get update -qq
+    sudo_if env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${apt_pkgs[@]}" >/dev/null
+fi
+
+# The eBPF toolchain: nightly rust-src (build-std for bpfel-unknown-none) and bpf-linker built
+# against Debian's LLVM (bpf-linker's default LLVM is newer than Debian's).
+if ! rustup component list --toolchain nightly --installed 2>/dev/null | grep -q rust-src; then
+    log "rustup: nightly + rust-src"
+    rustup toolchain install nightly --profile minimal --component rust-src >/dev/null 2>&1 ||
+        rustup component add rust-src --toolchain nightly
+fi
+if ! command -v bpf-linker >/dev/null; then
+    log "cargo install bpf-linker (LLVM $LLVM)"
+    PATH=/usr/lib/llvm-$LLVM/bin:$PATH cargo install bpf-linker --locked --quiet \
+        --no-default-features --features llvm-$LLVM
+fi
+
+# Python with pyarrow, for tests that read the Parquet files with an independent reader.
+if [ ! -x .venv/bin/python3 ] || ! .venv/bin/python3 -c 'import pyarrow' 2>/dev/null; then
+    log "python venv with pyarrow (.venv)"
+    python3 -m venv .venv 2>/dev/null || {
+        sudo_if apt-get install -y -qq --no-install-recommends python3-venv >/dev/null
+        python3 -m venv .venv
+    }
+    .venv/bin/pip install --quiet --disable-pip-version-check pyarrow
+fi
+log "ready"

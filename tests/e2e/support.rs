@@ -1,0 +1,189 @@
+//! Shared pieces of the end-to-end tests: privilege checks that skip loudly outside CI, a
+//! `wiretrace up` child process on a temp data dir, psql, and processes ended by pid.
+
+use std::{
+    net::{TcpListener, TcpStream},
+    path::{Path, PathBuf},
+    process::{Child, Command, Stdio},
+    thread::sleep,
+    time::{Duration, Instant},
+};
+
+/// True when the test may use root and BPF; otherwise prints why it skips. With CI=true a
+/// missing privilege fails the test instead.
+pub(crate) fn can_capture(test: &str) -> bool {
+    // SAFETY: geteuid has no preconditions.
+    let root = unsafe { libc::geteuid() } == 0;
+    let btf = Path::new("/sys/kernel/btf/vmlinux").exists();
+    if root && btf {
+        return true;
+    }
+    let why = format!("{test}: needs root and kernel BTF (root={root}, btf={btf})");
+    if std::env::var("CI").is_ok_and(|v| v == "true") {
+        panic!("{why}; CI must run it");
+    }
+    eprintln!("SKIP {why}");
+    false
+}
+
+/// A TCP port free on loopback right now.
+pub(crate) fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("binding an ephemeral port")
+}
+
+/// Waits until something accepts on `port`.
+pub(crate) fn wait_for_port(port: u16, what: &str) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "{what} did not listen on {port}");
+        sleep(Duration::from_millis(50));
+    }
+}
+
+/// A child process ended (by its pid) when dropped.
+pub(crate) struct ChildGuard {
+    /// The child.
+    pub(crate) child: Child,
+    what: String,
+}
+
+impl ChildGuard {
+    /// Spawns `cmd`, described as `what` in failures.
+    pub(crate) fn spawn(mut cmd: Command, what: &str) -> Self {
+        let child = cmd
+            .spawn()
+            .unwrap_or_else(|e| panic!("starting {what}: {e}"));
+        Self {
+            child,
+            what: what.to_string(),
+        }
+    }
+
+    /// The child's pid.
+    pub(crate) fn pid(&self) -> u32 {
+        self.child.id()
+    }
+}
+
+impl Drop for ChildGuard {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            // SAFETY: signalling our own child by its pid.
+            unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while let Ok(None) = self.child.try_wait() {
+                if Instant::now() > deadline {
+                    eprintln!("{} did not stop on SIGTERM; killing", self.what);
+                    let _ = self.child.kill();
+                    break;
+                }
+                sleep(Duration::from_millis(50));
+            }
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// A running `wiretrace up` on its own temp data dir and SQL port.
+pub(crate) struct Wiretrace {
+    /// The data dir (removed on drop).
+    pub(crate) data: tempfile::TempDir,
+    /// The SQL port.
+    pub(crate) port: u16,
+    proc: ChildGuard,
+}
+
+impl Wiretrace {
+    /// Starts `wiretrace up` and waits for its SQL port.
+    pub(crate) fn up() -> Self {
+        let data = tempfile::tempdir().expect("temp dir");
+        let port = free_port();
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_wiretrace"));
+        cmd.args(["up", "--flush-ms", "200", "--listen"])
+            .arg(format!("127.0.0.1:{port}"))
+            .arg("--data-dir")
+            .arg(data.path())
+            .stdout(Stdio::null());
+        let proc = ChildGuard::spawn(cmd, "wiretrace up");
+        wait_for_port(port, "wiretrace up");
+        Self { data, port, proc }
+    }
+
+    /// The agent's pid.
+    pub(crate) fn pid(&self) -> u32 {
+        self.proc.pid()
+    }
+
+    /// Runs `sql` with the real psql binary; rows as `|`-separated fields.
+    pub(crate) fn psql(&self, sql: &str) -> Vec<Vec<String>> {
+        let out = Command::new("psql")
+            .args([
+                "-h",
+                "127.0.0.1",
+                "-U",
+                "wiretrace",
+                "-d",
+                "wiretrace",
+                "-X",
+                "-A",
+                "-t",
+            ])
+            .args(["-F", "|", "-p"])
+            .arg(self.port.to_string())
+            .args(["-c", sql])
+            .output()
+            .expect("running psql (install postgresql-client)");
+        assert!(
+            out.status.success(),
+            "psql failed on {sql}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter(|l| !l.is_empty())
+            .map(|l| l.split('|').map(str::to_string).collect())
+            .collect()
+    }
+
+    /// Polls `sql` until it returns `n` rows (or fails after 20 s).
+    pub(crate) fn wait_rows(&self, sql: &str, n: usize) -> Vec<Vec<String>> {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let rows = self.psql(sql);
+            if rows.len() >= n || Instant::now() > deadline {
+                assert_eq!(rows.len(), n, "rows of {sql}: {rows:?}");
+                return rows;
+            }
+            sleep(Duration::from_millis(200));
+        }
+    }
+
+    /// Value of one ingest counter.
+    pub(crate) fn counter(&self, name: &str) -> u64 {
+        let rows = self.psql(&format!(
+            "select value from ingest_counters where name = '{name}'"
+        ));
+        rows[0][0].parse().expect("counter value")
+    }
+}
+
+/// Path of a file under tests/e2e/fixtures.
+pub(crate) fn fixture(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/e2e/fixtures")
+        .join(name)
+}
+
+/// The Python interpreter for helpers that need pyarrow (the venv made by scripts/setup.sh
+/// when present).
+pub(crate) fn python() -> PathBuf {
+    let venv = Path::new(env!("CARGO_MANIFEST_DIR")).join(".venv/bin/python3");
+    if venv.exists() {
+        venv
+    } else {
+        PathBuf::from("python3")
+    }
+}
