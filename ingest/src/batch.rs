@@ -46,8 +46,18 @@ impl SpanBatchBuilder {
         let n = spans.len();
         let ids: Vec<i64> = spans.iter().map(|s| self.next_id(s.start_us)).collect();
         let s = spans;
-        let strs = |f: &dyn Fn(&Span) -> Option<String>| -> ArrayRef {
+        let strs = |f: &dyn for<'a> Fn(&'a Span) -> Option<&'a str>| -> ArrayRef {
             Arc::new(s.iter().map(f).collect::<StringArray>())
+        };
+        let constant = |v: &str| -> ArrayRef {
+            Arc::new(StringArray::from_iter_values(std::iter::repeat_n(v, n)))
+        };
+        let ips = |f: &dyn Fn(&Span) -> std::net::IpAddr| -> ArrayRef {
+            Arc::new(
+                s.iter()
+                    .map(|s| Some(f(s).to_string()))
+                    .collect::<StringArray>(),
+            )
         };
         let i64s = |f: &dyn Fn(&Span) -> Option<i64>| -> ArrayRef {
             Arc::new(s.iter().map(f).collect::<Int64Array>())
@@ -67,12 +77,12 @@ impl SpanBatchBuilder {
                     "start_time" => time(&|s| s.start_us),
                     "end_time" => time(&|s| s.end_us),
                     "response_duration" => i64s(&|s| Some(s.end_us - s.start_us)),
-                    "signal_source" => strs(&|_| Some("ebpf".into())),
-                    "observation_point" => strs(&|s| Some(s.observation_point.into())),
+                    "signal_source" => constant("ebpf"),
+                    "observation_point" => strs(&|s| Some(s.observation_point)),
                     "agent_id" => Arc::new(Int32Array::from(vec![i32::from(self.agent_id); n])),
-                    "host" => strs(&|_| Some(self.host.clone())),
-                    "ip_0" => strs(&|s| Some(s.client.0.to_string())),
-                    "ip_1" => strs(&|s| Some(s.server.0.to_string())),
+                    "host" => constant(&self.host),
+                    "ip_0" => ips(&|s| s.client.0),
+                    "ip_1" => ips(&|s| s.server.0),
                     "client_port" => Arc::new(
                         s.iter()
                             .map(|s| i32::from(s.client.1))
@@ -83,23 +93,23 @@ impl SpanBatchBuilder {
                             .map(|s| i32::from(s.server.1))
                             .collect::<Int32Array>(),
                     ),
-                    "protocol" => strs(&|_| Some("tcp".into())),
-                    "l7_protocol" => strs(&|_| Some("http".into())),
-                    "version" => strs(&|s| Some(s.version.into())),
-                    "type" => strs(&|_| Some("session".into())),
-                    "request_type" => strs(&|s| Some(s.method.clone())),
-                    "request_domain" => strs(&|s| s.host.clone()),
-                    "request_resource" => strs(&|s| Some(s.path.clone())),
-                    "endpoint" => {
-                        strs(&|s| Some(s.path.split('?').next().unwrap_or_default().to_string()))
-                    }
+                    "protocol" => constant("tcp"),
+                    "l7_protocol" => constant("http"),
+                    "version" => strs(&|s| Some(s.version)),
+                    "type" => constant("session"),
+                    "request_type" => strs(&|s| Some(&s.method)),
+                    "request_domain" => strs(&|s| s.host.as_deref()),
+                    "request_resource" => strs(&|s| Some(&s.path)),
+                    "endpoint" => strs(&|s| s.path.split('?').next()),
                     "response_code" => Arc::new(
                         s.iter()
                             .map(|s| Some(i32::from(s.status)))
                             .collect::<Int32Array>(),
                     ),
-                    "response_status" => strs(&|s| Some(status_class(s.status).into())),
-                    "response_exception" => strs(&|s| (s.status >= 400).then(|| s.reason.clone())),
+                    "response_status" => strs(&|s| Some(status_class(s.status))),
+                    "response_exception" => {
+                        strs(&|s| (s.status >= 400).then_some(s.reason.as_str()))
+                    }
                     "request_length" => i64s(&|s| Some(s.request_len as i64)),
                     "response_length" => i64s(&|s| Some(s.response_len as i64)),
                     "req_tcp_seq" => Arc::new(
@@ -120,13 +130,13 @@ impl SpanBatchBuilder {
                     "syscall_cap_seq_1" => i64s(&|s| Some(s.cap_seq_1 as i64)),
                     "process_id_0" => i64s(&|s| client(s).then_some(i64::from(s.pid))),
                     "process_id_1" => i64s(&|s| (!client(s)).then_some(i64::from(s.pid))),
-                    "process_kname_0" => strs(&|s| client(s).then(|| s.comm.clone())),
-                    "process_kname_1" => strs(&|s| (!client(s)).then(|| s.comm.clone())),
-                    "x_request_id_0" => strs(&|s| s.x_request_id.0.clone()),
-                    "x_request_id_1" => strs(&|s| s.x_request_id.1.clone()),
-                    "trace_id" => strs(&|s| s.trace_id.clone()),
-                    "span_id" => strs(&|s| s.span_id.clone()),
-                    "parent_span_id" => strs(&|s| s.parent_span_id.clone()),
+                    "process_kname_0" => strs(&|s| client(s).then_some(s.comm.as_str())),
+                    "process_kname_1" => strs(&|s| (!client(s)).then_some(s.comm.as_str())),
+                    "x_request_id_0" => strs(&|s| s.x_request_id.0.as_deref()),
+                    "x_request_id_1" => strs(&|s| s.x_request_id.1.as_deref()),
+                    "trace_id" => strs(&|s| s.trace_id.as_deref()),
+                    "span_id" => strs(&|s| s.span_id.as_deref()),
+                    "parent_span_id" => strs(&|s| s.parent_span_id.as_deref()),
                     "flow_id" => i64s(&|s| Some(s.socket_id as i64)),
                     _ => null_column(field, n),
                 }
@@ -150,5 +160,48 @@ fn status_class(code: u16) -> &'static str {
         400..=499 => "client_error",
         500..=599 => "server_error",
         _ => "unknown",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{
+        counters::IngestCounters,
+        event::{EventView, KernelClock},
+        pairing::SpanAssembler,
+        synth::{SyntheticSocket, request, response},
+    };
+    use wiretrace_ebpf_common::Direction;
+
+    #[test]
+    fn batch_has_the_storage_schema_and_derived_ids() {
+        let c = IngestCounters::default();
+        let mut a = SpanAssembler::new(KernelClock::with_offset_ns(1_700_000_000_000_000_000));
+        let mut s = SyntheticSocket::new(1, 9, "curl", 40000, true);
+        for _ in 0..3 {
+            for (dir, bytes) in [
+                (Direction::Egress, request("/x")),
+                (Direction::Ingress, response(2)),
+            ] {
+                a.push(
+                    &EventView::parse(&s.event(dir, &bytes, 1024, 0)).unwrap(),
+                    &c,
+                );
+            }
+        }
+        let batch = SpanBatchBuilder::new(3, "h")
+            .build(&a.take_spans())
+            .unwrap();
+        assert_eq!(batch.schema(), l7_flow_log_schema());
+        assert_eq!(batch.num_rows(), 3);
+        let ids = batch
+            .column(0)
+            .as_any()
+            .downcast_ref::<Int64Array>()
+            .unwrap();
+        assert_eq!(ids.value(0) >> 32, 1_700_000_000);
+        assert_eq!((ids.value(0) >> 24) & 0xff, 3);
+        assert!(ids.value(0) < ids.value(1) && ids.value(1) < ids.value(2));
     }
 }

@@ -16,6 +16,7 @@ pub mod offsets;
 pub mod pairing;
 pub mod proto;
 pub mod span;
+pub mod synth;
 
 pub use agent::{Agent, AgentConfig};
 pub use counters::IngestCounters;

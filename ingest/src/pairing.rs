@@ -2,7 +2,9 @@
 //! keep-alive and pipelining included) and pairs each response with the oldest request still
 //! waiting on that socket.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
+
+use rustc_hash::FxHashMap;
 
 use wiretrace_ebpf_common::{Direction, EventKind};
 
@@ -55,11 +57,14 @@ struct Conn {
 #[derive(Debug)]
 pub struct SpanAssembler {
     clock: KernelClock,
-    conns: HashMap<u64, Conn>,
+    conns: FxHashMap<u64, Conn>,
     done: Vec<Span>,
+    /// Reused per event so finding messages does not allocate.
+    scratch: Vec<Message>,
 }
 
 /// One message found in a data event.
+#[derive(Debug)]
 struct Message {
     head: HttpHead,
     offset: u64,
@@ -71,8 +76,9 @@ impl SpanAssembler {
     pub fn new(clock: KernelClock) -> Self {
         Self {
             clock,
-            conns: HashMap::new(),
+            conns: FxHashMap::default(),
             done: Vec::new(),
+            scratch: Vec::new(),
         }
     }
 
@@ -106,8 +112,9 @@ impl SpanAssembler {
         if matches!(conn.framing[1 - slot], Framing::UntilTurn) {
             conn.framing[1 - slot] = Framing::Boundary;
         }
-        let messages = split_messages(conn, ev, counters);
-        for m in messages {
+        let mut messages = std::mem::take(&mut self.scratch);
+        split_messages(conn, ev, counters, &mut messages);
+        for m in messages.drain(..) {
             let is_request = matches!(m.head.start, StartLine::Request { .. });
             let tcp_seq = ev.header.tcp_seq.wrapping_add(m.offset as u32);
             let seen_len = ev.header.syscall_len.saturating_sub(m.offset);
@@ -148,6 +155,7 @@ impl SpanAssembler {
                 tcp_seq,
             ));
         }
+        self.scratch = messages;
     }
 
     /// Spans completed since the last call.
@@ -175,14 +183,18 @@ impl SpanAssembler {
 }
 
 /// Finds the messages that start inside this event, advancing the connection's framing.
-fn split_messages(conn: &mut Conn, ev: &EventView<'_>, counters: &IngestCounters) -> Vec<Message> {
+fn split_messages(
+    conn: &mut Conn,
+    ev: &EventView<'_>,
+    counters: &IngestCounters,
+    out: &mut Vec<Message>,
+) {
     let slot = ev.direction() as usize;
     let total = ev.header.syscall_len;
     let mut off = 0u64;
-    let mut out = Vec::new();
     while off < total {
         match conn.framing[slot] {
-            Framing::UntilTurn => return out,
+            Framing::UntilTurn => return,
             Framing::Body(n) => {
                 let k = n.min(total - off);
                 off += k;
@@ -198,7 +210,7 @@ fn split_messages(conn: &mut Conn, ev: &EventView<'_>, counters: &IngestCounters
         let Some(bytes) = ev.payload.get(off as usize..).filter(|b| !b.is_empty()) else {
             // The message starts past the captured prefix: its bytes are not visible.
             conn.framing[slot] = Framing::UntilTurn;
-            return out;
+            return;
         };
         let truncated = (ev.payload.len() as u64) < total;
         let head = match parse_head(bytes, truncated) {
@@ -206,7 +218,7 @@ fn split_messages(conn: &mut Conn, ev: &EventView<'_>, counters: &IngestCounters
             Parsed::NotHttp => {
                 IngestCounters::add(&counters.not_http_messages, 1);
                 conn.framing[slot] = Framing::UntilTurn;
-                return out;
+                return;
             }
         };
         let method = match &head.start {
@@ -241,7 +253,6 @@ fn split_messages(conn: &mut Conn, ev: &EventView<'_>, counters: &IngestCounters
             len,
         });
     }
-    out
 }
 
 fn make_span(
@@ -299,5 +310,172 @@ fn make_span(
         span_id: req.head.headers.span_id,
         parent_span_id: req.head.headers.parent_span_id,
         socket_id: resp_ev.header.socket_id,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::synth::{SyntheticSocket, request, response};
+
+    const LIMIT: usize = 1024;
+
+    fn feed(a: &mut SpanAssembler, c: &IngestCounters, raw: &[u8]) {
+        a.push(&EventView::parse(raw).unwrap(), c);
+    }
+
+    fn assembler() -> (SpanAssembler, IngestCounters) {
+        (
+            SpanAssembler::new(KernelClock::with_offset_ns(0)),
+            IngestCounters::default(),
+        )
+    }
+
+    #[test]
+    fn keep_alive_exchanges_pair_in_order_with_seqs() {
+        let (mut a, c) = assembler();
+        let mut cli = SyntheticSocket::new(1, 10, "curl", 40000, true);
+        let mut seqs = Vec::new();
+        for path in ["/a", "/b"] {
+            let req = cli.event(Direction::Egress, &request(path), LIMIT, 0);
+            let resp = cli.event(Direction::Ingress, &response(10), LIMIT, 7);
+            seqs.push((
+                EventView::parse(&req).unwrap().header.tcp_seq,
+                EventView::parse(&resp).unwrap().header.tcp_seq,
+            ));
+            feed(&mut a, &c, &req);
+            feed(&mut a, &c, &resp);
+        }
+        let spans = a.take_spans();
+        assert_eq!(spans.len(), 2);
+        for (s, (path, (req_seq, resp_seq))) in spans.iter().zip(["/a", "/b"].iter().zip(seqs)) {
+            assert_eq!(s.observation_point, "c-p");
+            assert_eq!(&s.path, path);
+            assert_eq!((s.req_tcp_seq, s.resp_tcp_seq), (req_seq, resp_seq));
+            assert_eq!(s.client.1, 40000);
+            assert_eq!(s.server.1, 80);
+            assert_eq!(s.syscall_trace_id_response, 7);
+        }
+    }
+
+    #[test]
+    fn pipelined_requests_in_one_write_get_offset_seqs() {
+        let (mut a, c) = assembler();
+        let mut srv = SyntheticSocket::new(2, 20, "python3", 40001, false);
+        let (r1, r2) = (request("/one"), request("/two"));
+        let both = [r1.clone(), r2].concat();
+        let ev = srv.event(Direction::Ingress, &both, LIMIT, 3);
+        let base = EventView::parse(&ev).unwrap().header.tcp_seq;
+        feed(&mut a, &c, &ev);
+        let (p1, p2) = (response(3), response(4));
+        let ev = srv.event(Direction::Egress, &[p1.clone(), p2].concat(), LIMIT, 3);
+        let resp_base = EventView::parse(&ev).unwrap().header.tcp_seq;
+        feed(&mut a, &c, &ev);
+        let spans = a.take_spans();
+        assert_eq!(spans.len(), 2);
+        assert_eq!(
+            (spans[0].path.as_str(), spans[1].path.as_str()),
+            ("/one", "/two")
+        );
+        assert_eq!(spans[0].req_tcp_seq, base);
+        assert_eq!(spans[1].req_tcp_seq, base + r1.len() as u32);
+        assert_eq!(spans[1].resp_tcp_seq, resp_base + p1.len() as u32);
+        assert!(spans.iter().all(|s| s.observation_point == "s-p"));
+    }
+
+    #[test]
+    fn body_split_across_syscalls_is_skipped() {
+        let (mut a, c) = assembler();
+        let mut cli = SyntheticSocket::new(3, 10, "curl", 40002, true);
+        feed(
+            &mut a,
+            &c,
+            &cli.event(Direction::Egress, &request("/big"), LIMIT, 0),
+        );
+        let resp = response(5000);
+        // A 5000-byte body read in three syscalls, the first with only a prefix captured.
+        feed(
+            &mut a,
+            &c,
+            &cli.event(Direction::Ingress, &resp[..2000], LIMIT, 0),
+        );
+        feed(
+            &mut a,
+            &c,
+            &cli.event(Direction::Ingress, &resp[2000..4000], LIMIT, 0),
+        );
+        feed(
+            &mut a,
+            &c,
+            &cli.event(Direction::Ingress, &resp[4000..], LIMIT, 0),
+        );
+        feed(
+            &mut a,
+            &c,
+            &cli.event(Direction::Egress, &request("/next"), LIMIT, 0),
+        );
+        feed(
+            &mut a,
+            &c,
+            &cli.event(Direction::Ingress, &response(2), LIMIT, 0),
+        );
+        let spans = a.take_spans();
+        assert_eq!(spans.len(), 2);
+        assert_eq!(spans[0].response_len, resp.len() as u64);
+        assert_eq!(spans[1].path, "/next");
+        assert_eq!(
+            c.not_http_messages
+                .load(std::sync::atomic::Ordering::Relaxed),
+            0
+        );
+    }
+
+    #[test]
+    fn close_with_pending_request_counts_unanswered() {
+        let (mut a, c) = assembler();
+        let mut cli = SyntheticSocket::new(4, 10, "curl", 40003, true);
+        feed(
+            &mut a,
+            &c,
+            &cli.event(Direction::Egress, &request("/x"), LIMIT, 0),
+        );
+        feed(&mut a, &c, &cli.close());
+        assert!(a.take_spans().is_empty());
+        assert_eq!(
+            c.unanswered_requests
+                .load(std::sync::atomic::Ordering::Relaxed),
+            1
+        );
+        assert_eq!(a.connections(), 0);
+    }
+
+    #[test]
+    fn chunked_response_ends_when_the_client_speaks_again() {
+        let (mut a, c) = assembler();
+        let mut cli = SyntheticSocket::new(5, 10, "curl", 40004, true);
+        feed(
+            &mut a,
+            &c,
+            &cli.event(Direction::Egress, &request("/c"), LIMIT, 0),
+        );
+        let head = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n";
+        feed(&mut a, &c, &cli.event(Direction::Ingress, head, LIMIT, 0));
+        feed(
+            &mut a,
+            &c,
+            &cli.event(Direction::Ingress, b"0\r\n\r\n", LIMIT, 0),
+        );
+        feed(
+            &mut a,
+            &c,
+            &cli.event(Direction::Egress, &request("/d"), LIMIT, 0),
+        );
+        feed(
+            &mut a,
+            &c,
+            &cli.event(Direction::Ingress, &response(1), LIMIT, 0),
+        );
+        let paths: Vec<_> = a.take_spans().into_iter().map(|s| s.path).collect();
+        assert_eq!(paths, ["/c", "/d"]);
     }
 }

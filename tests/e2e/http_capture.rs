@@ -48,7 +48,7 @@ fn http_server(port: u16, protocol: &str, dir: &std::path::Path) -> ChildGuard {
     .stdout(Stdio::null())
     .stderr(Stdio::null());
     let g = ChildGuard::spawn(cmd, "python3 -m http.server");
-    wait_for_port(port, "python3 -m http.server");
+    wait_for_port(bind, port, "python3 -m http.server");
     g
 }
 
@@ -157,7 +157,7 @@ fn syscall_trace_id_links_inbound_request_to_outbound_call() {
     cmd.arg(fixture("chain_server.py"))
         .args([port.to_string(), leaf_port.to_string()]);
     let chain = ChildGuard::spawn(cmd, "chain_server.py");
-    wait_for_port(port, "chain_server.py");
+    wait_for_port("127.0.0.1", port, "chain_server.py");
     let curl = Command::new("curl")
         .args(["-sf", "-o", "/dev/null"])
         .arg(format!("http://127.0.0.1:{port}/chain"))
@@ -274,4 +274,34 @@ fn garbage_and_disconnects_make_no_spans() {
         0,
         "wiretrace up died"
     );
+}
+
+/// IPv6 sockets are traced too: curl → python3 over [::1].
+#[test]
+fn ipv6_exchange_is_captured() {
+    if !can_capture("ipv6_exchange_is_captured") {
+        return;
+    }
+    let wt = Wiretrace::up();
+    let site = tempfile::tempdir().unwrap();
+    std::fs::write(site.path().join("six"), "6").unwrap();
+    let port = free_port();
+    let _server = http_server_on("::1", port, "HTTP/1.1", site.path());
+    let curl = Command::new("curl")
+        .args(["-sf", "-o", "/dev/null"])
+        .arg(format!("http://[::1]:{port}/six"))
+        .status()
+        .expect("running curl");
+    assert!(curl.success());
+    let rows = spans(&wt, &format!("server_port = {port}"), 2);
+    for r in &rows {
+        assert_eq!(
+            (r["ip_0"].as_str(), r["ip_1"].as_str()),
+            ("::1", "::1"),
+            "{r:?}"
+        );
+        assert_eq!(r["request_resource"], "/six");
+    }
+    assert_eq!(rows[0]["req_tcp_seq"], rows[1]["req_tcp_seq"]);
+    assert_eq!(rows[0]["resp_tcp_seq"], rows[1]["resp_tcp_seq"]);
 }

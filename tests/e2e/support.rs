@@ -34,10 +34,10 @@ pub(crate) fn free_port() -> u16 {
         .expect("binding an ephemeral port")
 }
 
-/// Waits until something accepts on `port`.
-pub(crate) fn wait_for_port(port: u16, what: &str) {
+/// Waits until something accepts on `host`:`port`.
+pub(crate) fn wait_for_port(host: &str, port: u16, what: &str) {
     let deadline = Instant::now() + Duration::from_secs(30);
-    while TcpStream::connect(("127.0.0.1", port)).is_err() {
+    while TcpStream::connect((host, port)).is_err() {
         assert!(Instant::now() < deadline, "{what} did not listen on {port}");
         sleep(Duration::from_millis(50));
     }
@@ -108,7 +108,7 @@ impl Wiretrace {
             .arg(data.path())
             .stdout(Stdio::null());
         let proc = ChildGuard::spawn(cmd, "wiretrace up");
-        wait_for_port(port, "wiretrace up");
+        wait_for_port("127.0.0.1", port, "wiretrace up");
         Self { data, port, proc }
     }
 

@@ -131,6 +131,19 @@ fn is_agent(pid_tgid: u64, cfg: &ProbeConfig) -> bool {
     (pid_tgid >> 32) as u32 == cfg.agent_tgid
 }
 
+/// The caller's pid_tgid, the syscall's fd argument and its TCP `struct sock`; an error for the
+/// agent's own syscalls and for anything that is not an inet TCP socket.
+#[inline(always)]
+fn traced_socket(ctx: &TracePointContext, cfg: &ProbeConfig) -> Result<(u64, u32, *const u8), i64> {
+    let pid_tgid = bpf_get_current_pid_tgid();
+    if is_agent(pid_tgid, cfg) {
+        return Err(0);
+    }
+    let fd = arg(ctx, 0) as u32;
+    let sk = sock::tcp_sock_of_fd(fd, &cfg.offsets)?;
+    Ok((pid_tgid, fd, sk))
+}
+
 fn enter_data(ctx: &TracePointContext, syscall: u32, buf_kind: BufKind, dir: Direction) -> u32 {
     let _ = try_enter_data(ctx, syscall, buf_kind, dir);
     0
@@ -143,12 +156,7 @@ fn try_enter_data(
     dir: Direction,
 ) -> Result<(), i64> {
     let cfg = config();
-    let pid_tgid = bpf_get_current_pid_tgid();
-    if is_agent(pid_tgid, &cfg) {
-        return Ok(());
-    }
-    let fd = arg(ctx, 0) as u32;
-    let sk = sock::tcp_sock_of_fd(fd, &cfg.offsets)?;
+    let (pid_tgid, fd, sk) = traced_socket(ctx, &cfg)?;
     let tcp_seq = sock::tcp_seq(sk, dir, &cfg.offsets)?;
     let call = ActiveCall {
         sock: sk as u64,
@@ -398,12 +406,7 @@ pub fn enter_close(ctx: TracePointContext) -> u32 {
 
 fn try_enter_close(ctx: &TracePointContext) -> Result<(), i64> {
     let cfg = config();
-    let pid_tgid = bpf_get_current_pid_tgid();
-    if is_agent(pid_tgid, &cfg) {
-        return Ok(());
-    }
-    let fd = arg(ctx, 0) as u32;
-    let sk = sock::tcp_sock_of_fd(fd, &cfg.offsets)?;
+    let (pid_tgid, fd, sk) = traced_socket(ctx, &cfg)?;
     let socket_id = match ids::forget(sk as u64) {
         Some(id) => id,
         None => return Ok(()),

@@ -100,7 +100,8 @@ pub enum Parsed {
     NotHttp,
 }
 
-const MAX_HEADERS: usize = 64;
+/// Headers parsed per head; a head with more is not recognised (counted as not HTTP).
+const MAX_HEADERS: usize = 40;
 
 /// Parses a message head at the start of `buf`. `truncated` says the capture cut the bytes, so
 /// a head that does not end in `buf` is still accepted once its start line is whole.
