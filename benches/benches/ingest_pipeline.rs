@@ -3,6 +3,9 @@
 //! carrying request/response exchanges (≈200-byte requests, 50–2000-byte responses, 1024-byte
 //! capture limit), interleaved across 64 connections; throughput is reported in events.
 
+// criterion_group! generates an undocumented public function.
+#![allow(missing_docs)]
+
 use std::hint::black_box;
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};

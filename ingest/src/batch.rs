@@ -52,13 +52,6 @@ impl SpanBatchBuilder {
         let constant = |v: &str| -> ArrayRef {
             Arc::new(StringArray::from_iter_values(std::iter::repeat_n(v, n)))
         };
-        let ips = |f: &dyn Fn(&Span) -> std::net::IpAddr| -> ArrayRef {
-            Arc::new(
-                s.iter()
-                    .map(|s| Some(f(s).to_string()))
-                    .collect::<StringArray>(),
-            )
-        };
         let i64s = |f: &dyn Fn(&Span) -> Option<i64>| -> ArrayRef {
             Arc::new(s.iter().map(f).collect::<Int64Array>())
         };
@@ -81,8 +74,8 @@ impl SpanBatchBuilder {
                     "observation_point" => strs(&|s| Some(s.observation_point)),
                     "agent_id" => Arc::new(Int32Array::from(vec![i32::from(self.agent_id); n])),
                     "host" => constant(&self.host),
-                    "ip_0" => ips(&|s| s.client.0),
-                    "ip_1" => ips(&|s| s.server.0),
+                    "ip_0" => strs(&|s| Some(&s.client.0)),
+                    "ip_1" => strs(&|s| Some(&s.server.0)),
                     "client_port" => Arc::new(
                         s.iter()
                             .map(|s| i32::from(s.client.1))
@@ -130,8 +123,8 @@ impl SpanBatchBuilder {
                     "syscall_cap_seq_1" => i64s(&|s| Some(s.cap_seq_1 as i64)),
                     "process_id_0" => i64s(&|s| client(s).then_some(i64::from(s.pid))),
                     "process_id_1" => i64s(&|s| (!client(s)).then_some(i64::from(s.pid))),
-                    "process_kname_0" => strs(&|s| client(s).then_some(s.comm.as_str())),
-                    "process_kname_1" => strs(&|s| (!client(s)).then_some(s.comm.as_str())),
+                    "process_kname_0" => strs(&|s| client(s).then_some(&*s.comm)),
+                    "process_kname_1" => strs(&|s| (!client(s)).then_some(&*s.comm)),
                     "x_request_id_0" => strs(&|s| s.x_request_id.0.as_deref()),
                     "x_request_id_1" => strs(&|s| s.x_request_id.1.as_deref()),
                     "trace_id" => strs(&|s| s.trace_id.as_deref()),

@@ -62,7 +62,7 @@ pub fn field_offset(btf: &Btf, name: &str, path: &str) -> Result<u32, IngestErro
         bits += off;
         ty = next;
     }
-    if bits % 8 != 0 {
+    if !bits.is_multiple_of(8) {
         return Err(missing());
     }
     Ok(bits / 8)

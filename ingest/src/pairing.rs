@@ -2,7 +2,7 @@
 //! keep-alive and pipelining included) and pairs each response with the oldest request still
 //! waiting on that socket.
 
-use std::collections::VecDeque;
+use std::{collections::VecDeque, sync::Arc};
 
 use rustc_hash::FxHashMap;
 
@@ -11,7 +11,7 @@ use wiretrace_ebpf_common::{Direction, EventKind};
 use crate::{
     counters::IngestCounters,
     event::{EventView, KernelClock},
-    proto::http::{HttpHead, Parsed, StartLine, parse_head},
+    proto::http::{HttpHead, StartLine, parse_head},
     span::Span,
 };
 
@@ -47,6 +47,10 @@ struct Pending {
 
 #[derive(Debug)]
 struct Conn {
+    /// Local and remote address, formatted once.
+    local_ip: Arc<str>,
+    remote_ip: Arc<str>,
+    comm: Arc<str>,
     framing: [Framing; 2],
     last_dir: Option<Direction>,
     pending: VecDeque<Pending>,
@@ -95,6 +99,9 @@ impl SpanAssembler {
         IngestCounters::add(&counters.data_events, 1);
         let now = self.clock.unix_micros(ev.header.timestamp_ns);
         let conn = self.conns.entry(id).or_insert_with(|| Conn {
+            local_ip: ev.local_ip().to_string().into(),
+            remote_ip: ev.remote_ip().to_string().into(),
+            comm: ev.comm().into(),
             framing: [Framing::Boundary; 2],
             last_dir: None,
             pending: VecDeque::new(),
@@ -147,6 +154,7 @@ impl SpanAssembler {
             };
             IngestCounters::add(&counters.spans, 1);
             self.done.push(make_span(
+                conn,
                 ev,
                 req,
                 m.head,
@@ -214,8 +222,8 @@ fn split_messages(
         };
         let truncated = (ev.payload.len() as u64) < total;
         let head = match parse_head(bytes, truncated) {
-            Parsed::Head(h) => h,
-            Parsed::NotHttp => {
+            Some(h) => h,
+            None => {
                 IngestCounters::add(&counters.not_http_messages, 1);
                 conn.framing[slot] = Framing::UntilTurn;
                 return;
@@ -256,6 +264,7 @@ fn split_messages(
 }
 
 fn make_span(
+    conn: &Conn,
     resp_ev: &EventView<'_>,
     req: Pending,
     resp: HttpHead,
@@ -265,8 +274,8 @@ fn make_span(
 ) -> Span {
     // A process that sent the request is the client of this exchange.
     let is_client = req.dir == Direction::Egress;
-    let local = (resp_ev.local_ip(), resp_ev.header.local_port);
-    let remote = (resp_ev.remote_ip(), resp_ev.header.remote_port);
+    let local = (Arc::clone(&conn.local_ip), resp_ev.header.local_port);
+    let remote = (Arc::clone(&conn.remote_ip), resp_ev.header.remote_port);
     let (client, server) = if is_client {
         (local, remote)
     } else {
@@ -304,7 +313,7 @@ fn make_span(
         cap_seq_0: req.cap_seq,
         cap_seq_1: resp_ev.header.cap_seq,
         pid: resp_ev.tgid(),
-        comm: resp_ev.comm(),
+        comm: Arc::clone(&conn.comm),
         x_request_id: (req.head.headers.x_request_id, resp.headers.x_request_id),
         trace_id: req.head.headers.trace_id,
         span_id: req.head.headers.span_id,

@@ -1,6 +1,6 @@
 //! One span as the agent builds it, before it becomes a row of `l7_flow_log`.
 
-use std::net::IpAddr;
+use std::sync::Arc;
 
 /// A request/response exchange seen at one observation point.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -11,10 +11,10 @@ pub struct Span {
     pub end_us: i64,
     /// "c-p" or "s-p" for eBPF spans.
     pub observation_point: &'static str,
-    /// Client address and port.
-    pub client: (IpAddr, u16),
+    /// Client address (formatted once per connection) and port.
+    pub client: (Arc<str>, u16),
     /// Server address and port.
-    pub server: (IpAddr, u16),
+    pub server: (Arc<str>, u16),
     /// "1.0" or "1.1".
     pub version: &'static str,
     /// Method.
@@ -49,8 +49,8 @@ pub struct Span {
     pub cap_seq_1: u64,
     /// The observing process.
     pub pid: u32,
-    /// Its name.
-    pub comm: String,
+    /// Its name (shared by the spans of one connection).
+    pub comm: Arc<str>,
     /// X-Request-ID of request and response.
     pub x_request_id: (Option<String>, Option<String>),
     /// Trace context from request headers.

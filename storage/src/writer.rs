@@ -5,7 +5,10 @@ use std::{
     collections::BTreeMap,
     fs::{self, File},
     path::{Path, PathBuf},
-    sync::atomic::{AtomicU64, Ordering},
+    sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering},
+    },
 };
 
 use arrow::{
@@ -156,8 +159,9 @@ impl PartitionedWriter {
             path: path.clone(),
             source,
         };
-        let mut writer = ArrowWriter::try_new(file, self.schema.clone(), Some(self.props.clone()))
-            .map_err(parquet_err)?;
+        let mut writer =
+            ArrowWriter::try_new(file, Arc::clone(&self.schema), Some(self.props.clone()))
+                .map_err(parquet_err)?;
         writer.write(batch).map_err(parquet_err)?;
         let file = writer.into_inner().map_err(parquet_err)?;
         file.sync_all().map_err(|source| StorageError::Io {
@@ -176,8 +180,6 @@ impl PartitionedWriter {
 
 #[cfg(test)]
 mod tests {
-    use std::sync::Arc;
-
     use arrow::{
         array::{Int64Array, TimestampMicrosecondArray},
         datatypes::{DataType, Field, Schema, TimeUnit},
@@ -200,7 +202,7 @@ mod tests {
         let hour = 3_600_000_000i64;
         let t = TimestampMicrosecondArray::from(vec![hour + 5, 5, hour + 1]).with_timezone("UTC");
         let batch = RecordBatch::try_new(
-            schema.clone(),
+            Arc::clone(&schema),
             vec![Arc::new(t), Arc::new(Int64Array::from(vec![3, 1, 2]))],
         )
         .unwrap();

@@ -33,12 +33,17 @@ fn spans(wt: &Wiretrace, filter: &str, n: usize) -> Vec<HashMap<&'static str, St
 }
 
 fn http_server(port: u16, protocol: &str, dir: &std::path::Path) -> ChildGuard {
+    http_server_on("127.0.0.1", port, protocol, dir)
+}
+
+/// `python3 -m http.server` on `bind`:`port` serving `dir`, speaking `protocol`.
+fn http_server_on(bind: &str, port: u16, protocol: &str, dir: &std::path::Path) -> ChildGuard {
     let mut cmd = Command::new("python3");
     cmd.args([
         "-m",
         "http.server",
         "--bind",
-        "127.0.0.1",
+        bind,
         "--protocol",
         protocol,
         "--directory",

@@ -33,7 +33,7 @@ pub enum StartLine {
     Response {
         /// Status code.
         code: u16,
-        /// Reason phrase.
+        /// Reason phrase (empty below 400).
         reason: String,
     },
 }
@@ -91,21 +91,13 @@ impl HttpHead {
     }
 }
 
-/// What a buffer turned out to be.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Parsed {
-    /// An HTTP/1.x head (complete, or cut off by the capture limit after the start line).
-    Head(HttpHead),
-    /// Not HTTP/1.x.
-    NotHttp,
-}
-
 /// Headers parsed per head; a head with more is not recognised (counted as not HTTP).
 const MAX_HEADERS: usize = 40;
 
-/// Parses a message head at the start of `buf`. `truncated` says the capture cut the bytes, so
-/// a head that does not end in `buf` is still accepted once its start line is whole.
-pub fn parse_head(buf: &[u8], truncated: bool) -> Parsed {
+/// Parses an HTTP/1.x message head at the start of `buf`; `None` when it is not HTTP/1.x.
+/// `truncated` says the capture cut the bytes, so a head that does not end in `buf` is still
+/// accepted once its start line is whole.
+pub fn parse_head(buf: &[u8], truncated: bool) -> Option<HttpHead> {
     if buf.starts_with(b"HTTP/") {
         parse_response(buf, truncated)
     } else {
@@ -113,18 +105,18 @@ pub fn parse_head(buf: &[u8], truncated: bool) -> Parsed {
     }
 }
 
-fn parse_request(buf: &[u8], truncated: bool) -> Parsed {
+fn parse_request(buf: &[u8], truncated: bool) -> Option<HttpHead> {
     let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
     let mut req = httparse::Request::new(&mut headers);
     let head_len = match req.parse(buf) {
         Ok(httparse::Status::Complete(n)) => Some(n),
         Ok(httparse::Status::Partial) if truncated || line_complete(buf) => None,
-        _ => return Parsed::NotHttp,
+        _ => return None,
     };
     let (Some(method), Some(path), Some(v)) = (req.method, req.path, req.version) else {
-        return Parsed::NotHttp;
+        return None;
     };
-    Parsed::Head(HttpHead {
+    Some(HttpHead {
         start: StartLine::Request {
             method: method.to_string(),
             path: path.to_string(),
@@ -135,21 +127,27 @@ fn parse_request(buf: &[u8], truncated: bool) -> Parsed {
     })
 }
 
-fn parse_response(buf: &[u8], truncated: bool) -> Parsed {
+fn parse_response(buf: &[u8], truncated: bool) -> Option<HttpHead> {
     let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
     let mut resp = httparse::Response::new(&mut headers);
     let head_len = match resp.parse(buf) {
         Ok(httparse::Status::Complete(n)) => Some(n),
         Ok(httparse::Status::Partial) if truncated || line_complete(buf) => None,
-        _ => return Parsed::NotHttp,
+        _ => return None,
     };
     let (Some(code), Some(v)) = (resp.code, resp.version) else {
-        return Parsed::NotHttp;
+        return None;
     };
-    Parsed::Head(HttpHead {
+    Some(HttpHead {
         start: StartLine::Response {
             code,
-            reason: resp.reason.unwrap_or_default().to_string(),
+            // Kept for error responses only (it becomes response_exception): saves an
+            // allocation per ordinary response.
+            reason: if code >= 400 {
+                resp.reason.unwrap_or_default().to_string()
+            } else {
+                String::new()
+            },
         },
         minor_version: v,
         headers: collect_headers(resp.headers),
@@ -165,40 +163,55 @@ fn line_complete(buf: &[u8]) -> bool {
 fn collect_headers(raw: &[httparse::Header<'_>]) -> HttpHeaders {
     let mut h = HttpHeaders::default();
     for hdr in raw.iter().take_while(|h| !h.name.is_empty()) {
-        let value = || String::from_utf8_lossy(hdr.value).trim().to_string();
         let name = hdr.name;
-        if name.eq_ignore_ascii_case("host") {
-            h.host = Some(value());
-        } else if name.eq_ignore_ascii_case("content-length") {
-            h.content_length = value().parse().ok();
-        } else if name.eq_ignore_ascii_case("transfer-encoding") {
-            h.chunked = value().to_ascii_lowercase().contains("chunked");
-        } else if name.eq_ignore_ascii_case("x-request-id") {
-            h.x_request_id = Some(value());
-        } else if name.eq_ignore_ascii_case("traceparent") {
-            // version-traceid-parentid-flags: parentid is the sender's span.
-            let v = value();
-            let mut parts = v.split('-');
-            if let (Some(_), Some(t), Some(s)) = (parts.next(), parts.next(), parts.next()) {
-                h.trace_id = Some(t.to_string());
-                h.span_id = Some(s.to_string());
+        let is = |n: &str| name.eq_ignore_ascii_case(n);
+        // Dispatch on length first: most headers match nothing and cost one comparison.
+        let slot = match name.len() {
+            4 if is("host") => &mut h.host,
+            11 if is("x-b3-spanid") => &mut h.span_id,
+            12 if is("x-request-id") => &mut h.x_request_id,
+            12 if is("x-b3-traceid") => &mut h.trace_id,
+            17 if is("x-b3-parentspanid") => &mut h.parent_span_id,
+            14 if is("content-length") => {
+                h.content_length = text(hdr.value).parse().ok();
+                continue;
             }
-        } else if name.eq_ignore_ascii_case("x-b3-traceid") {
-            h.trace_id = Some(value());
-        } else if name.eq_ignore_ascii_case("x-b3-spanid") {
-            h.span_id = Some(value());
-        } else if name.eq_ignore_ascii_case("x-b3-parentspanid") {
-            h.parent_span_id = Some(value());
-        } else if name.eq_ignore_ascii_case("uber-trace-id") {
-            // trace:span:parent:flags
-            let v = value();
-            let mut parts = v.split(':');
-            h.trace_id = parts.next().map(str::to_string);
-            h.span_id = parts.next().map(str::to_string);
-            h.parent_span_id = parts.next().filter(|p| *p != "0").map(str::to_string);
-        }
+            17 if is("transfer-encoding") => {
+                h.chunked = text(hdr.value).to_ascii_lowercase().contains("chunked");
+                continue;
+            }
+            11 if is("traceparent") => {
+                // version-traceid-parentid-flags: parentid is the sender's span.
+                let v = text(hdr.value);
+                let mut parts = v.split('-');
+                if let (Some(_), Some(t), Some(s)) = (parts.next(), parts.next(), parts.next()) {
+                    h.trace_id = Some(t.to_string());
+                    h.span_id = Some(s.to_string());
+                }
+                continue;
+            }
+            13 if is("uber-trace-id") => {
+                // trace:span:parent:flags
+                let v = text(hdr.value);
+                let mut parts = v.split(':');
+                h.trace_id = parts.next().map(str::to_string);
+                h.span_id = parts.next().map(str::to_string);
+                h.parent_span_id = parts.next().filter(|p| *p != "0").map(str::to_string);
+                continue;
+            }
+            _ => continue,
+        };
+        *slot = Some(text(hdr.value).to_string());
     }
     h
+}
+
+/// A header value as text (invalid UTF-8 is replaced), trimmed.
+fn text(v: &[u8]) -> std::borrow::Cow<'_, str> {
+    match String::from_utf8_lossy(v) {
+        std::borrow::Cow::Borrowed(s) => std::borrow::Cow::Borrowed(s.trim()),
+        std::borrow::Cow::Owned(s) => std::borrow::Cow::Owned(s.trim().to_string()),
+    }
 }
 
 #[cfg(test)]
@@ -206,10 +219,8 @@ mod tests {
     use super::*;
 
     fn head(buf: &[u8]) -> HttpHead {
-        match parse_head(buf, false) {
-            Parsed::Head(h) => h,
-            Parsed::NotHttp => panic!("not http: {:?}", String::from_utf8_lossy(buf)),
-        }
+        parse_head(buf, false)
+            .unwrap_or_else(|| panic!("not http: {:?}", String::from_utf8_lossy(buf)))
     }
 
     #[test]
@@ -254,16 +265,13 @@ mod tests {
             b"",
             b"GET",
         ] {
-            assert_eq!(parse_head(buf, false), Parsed::NotHttp, "{buf:?}");
+            assert_eq!(parse_head(buf, false), None, "{buf:?}");
         }
     }
 
     #[test]
     fn truncated_head_keeps_start_line() {
-        let h = match parse_head(b"POST /upload HTTP/1.1\r\nHost: a\r\nX-Lo", true) {
-            Parsed::Head(h) => h,
-            Parsed::NotHttp => panic!(),
-        };
+        let h = parse_head(b"POST /upload HTTP/1.1\r\nHost: a\r\nX-Lo", true).expect("head");
         assert_eq!(h.head_len, None);
         assert_eq!(h.headers.host.as_deref(), Some("a"));
     }
