@@ -25,10 +25,13 @@ fi
 
 # The eBPF toolchain: nightly rust-src (build-std for bpfel-unknown-none) and bpf-linker built
 # against Debian's LLVM (bpf-linker's default LLVM is newer than Debian's).
-if ! rustup component list --toolchain nightly --installed 2>/dev/null | grep -q rust-src; then
-    log "rustup: nightly + rust-src"
-    rustup toolchain install nightly --profile minimal --component rust-src >/dev/null 2>&1 ||
-        rustup component add rust-src --toolchain nightly
+# Never update an installed nightly: its LLVM must not be newer than bpf-linker's.
+if ! rustup toolchain list | grep -q '^nightly'; then
+    log "rustup: nightly (minimal) + rust-src"
+    rustup toolchain install nightly --profile minimal --component rust-src
+elif ! rustup component list --toolchain nightly --installed | grep -q rust-src; then
+    log "rustup: rust-src for the installed nightly"
+    rustup component add rust-src --toolchain nightly
 fi
 if ! command -v bpf-linker >/dev/null; then
     log "cargo install bpf-linker (LLVM $LLVM)"

@@ -14,4 +14,7 @@ fi
 cargo fmt --all --check
 cargo clippy --all-targets -- -D warnings
 cargo clippy -p wiretrace-benches --all-targets -- -D warnings
-cargo test --no-fail-fast -- --test-threads=2
+mkdir -p target
+cargo test --no-fail-fast -- --test-threads=2 2>&1 | tee target/test.log
+# One closing line over every test binary (cargo prints one per binary, doc tests last).
+awk '/^test result:/ { p += $4; f += $6 } END { printf "summary: %d passed, %d failed\n", p, f }' target/test.log

@@ -1,6 +1,10 @@
 //! The capture loop: drain the ring buffer, assemble spans, hand batches to storage.
 
-use std::{future::Future, sync::Arc, time::Duration};
+use std::{
+    future::Future,
+    sync::{Arc, atomic::Ordering},
+    time::Duration,
+};
 
 use arrow::array::RecordBatch;
 use tokio::{
@@ -80,10 +84,10 @@ impl Agent {
         let clock = KernelClock::now();
         let mut assembler = SpanAssembler::new(clock);
         let mut builder = SpanBatchBuilder::new(config.agent_id, config.host.clone());
+        let loader::LoadedProbes { events, attached } = probes;
         // SAFETY: the ring buffer owns its fd and outlives the registration (both die together).
-        let mut ring =
-            unsafe { AsyncFd::register_with_interest(probes.events, Interest::READABLE) }
-                .map_err(|e| IngestError::Io(e.into()))?;
+        let mut ring = unsafe { AsyncFd::register_with_interest(events, Interest::READABLE) }
+            .map_err(|e| IngestError::Io(e.into()))?;
         let mut tick = tokio::time::interval(config.flush_interval);
         tokio::pin!(shutdown);
         loop {
@@ -101,6 +105,7 @@ impl Agent {
                     guard.clear_ready();
                 }
                 _ = tick.tick() => {
+                    counters.kernel_ring_drops.store(attached.kernel_drops(), Ordering::Relaxed);
                     flush(&mut assembler, &mut builder, &sink, &counters).await?;
                     assembler.expire_idle(KernelClock::now().unix_micros(0).max(0), &counters);
                 }

@@ -22,6 +22,8 @@ macro_rules! counters {
 counters!(
     /// Ring-buffer records read.
     events,
+    /// Events the kernel dropped because the ring buffer was full.
+    kernel_ring_drops,
     /// Records too short or inconsistent to decode.
     malformed_events,
     /// Data events on sockets.

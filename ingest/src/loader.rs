@@ -3,11 +3,12 @@
 
 use aya::{
     Ebpf, EbpfLoader,
-    maps::{MapData, RingBuf},
+    maps::{MapData, PerCpuArray, RingBuf},
     programs::TracePoint,
 };
 use wiretrace_ebpf_common::{
-    CONFIG_GLOBAL, DEFAULT_PAYLOAD_LIMIT, EVENTS_MAP, MAX_PAYLOAD, ProbeConfig, TRACEPOINTS,
+    CONFIG_GLOBAL, DEFAULT_PAYLOAD_LIMIT, DROPS_MAP, EVENTS_MAP, MAX_PAYLOAD, ProbeConfig,
+    TRACEPOINTS,
 };
 
 use crate::{error::IngestError, offsets};
@@ -30,17 +31,43 @@ impl Default for ProbeOptions {
     }
 }
 
-/// Loaded and attached programs; detached when dropped.
+/// Loaded and attached programs: the ring buffer to drain, and the rest.
 pub struct LoadedProbes {
-    /// Keeps programs and links alive.
-    _ebpf: Ebpf,
     /// The event ring buffer.
     pub events: RingBuf<MapData>,
+    /// The programs (detached when dropped) and their drop counter.
+    pub attached: Attached,
+}
+
+/// The attached programs; dropping this detaches them.
+pub struct Attached {
+    /// Keeps programs and links alive.
+    _ebpf: Ebpf,
+    /// Per-CPU count of events lost to a full ring buffer.
+    drops: PerCpuArray<MapData, u64>,
+}
+
+impl Attached {
+    /// Events the kernel could not deliver because the ring buffer was full, so far.
+    pub fn kernel_drops(&self) -> u64 {
+        self.drops
+            .get(&0, 0)
+            .map(|per_cpu| per_cpu.iter().sum())
+            .unwrap_or(0)
+    }
 }
 
 impl std::fmt::Debug for LoadedProbes {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("LoadedProbes").finish_non_exhaustive()
+        f.debug_struct("LoadedProbes")
+            .field("attached", &self.attached)
+            .finish_non_exhaustive()
+    }
+}
+
+impl std::fmt::Debug for Attached {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Attached").finish_non_exhaustive()
     }
 }
 
@@ -118,9 +145,13 @@ pub fn load(opts: ProbeOptions, id_seed: u64) -> Result<LoadedProbes, IngestErro
         .take_map(EVENTS_MAP)
         .ok_or_else(|| IngestError::Load(format!("map {EVENTS_MAP} missing")))?;
     let events = RingBuf::try_from(map).map_err(|e| IngestError::Load(e.to_string()))?;
+    let drops = ebpf
+        .take_map(DROPS_MAP)
+        .ok_or_else(|| IngestError::Load(format!("map {DROPS_MAP} missing")))?;
+    let drops = PerCpuArray::try_from(drops).map_err(|e| IngestError::Load(e.to_string()))?;
     Ok(LoadedProbes {
-        _ebpf: ebpf,
         events,
+        attached: Attached { _ebpf: ebpf, drops },
     })
 }
 

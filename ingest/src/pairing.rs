@@ -244,7 +244,7 @@ fn split_messages(
         let start = off;
         match len {
             Some(l) if l > 0 => {
-                let end = off + l;
+                let end = off.saturating_add(l);
                 if end > total {
                     conn.framing[slot] = Framing::Body(end - total);
                 }
@@ -486,5 +486,46 @@ mod tests {
         );
         let paths: Vec<_> = a.take_spans().into_iter().map(|s| s.path).collect();
         assert_eq!(paths, ["/c", "/d"]);
+    }
+
+    /// Regression guard: random records and random payloads on a real header never panic the
+    /// decoder or the assembler (they become malformed events, not-HTTP messages or spans).
+    #[test]
+    fn random_bytes_never_panic() {
+        let (mut a, c) = assembler();
+        let mut x = 0x9e37_79b9_7f4a_7c15u64;
+        let mut next = move || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        };
+        let mut sock = SyntheticSocket::new(9, 10, "fuzz", 40009, true);
+        for round in 0..20_000 {
+            let len = (next() % 300) as usize;
+            let mut bytes: Vec<u8> = (0..len).map(|_| next() as u8).collect();
+            if round % 3 == 0 {
+                // Garbage whole record.
+                let _ = EventView::parse(&bytes).map(|ev| a.push(&ev, &c));
+                continue;
+            }
+            if round % 5 == 0 {
+                let prefix: &[u8] = if round % 2 == 0 {
+                    b"HTTP/1.1 200 OK\r\nContent-Length: "
+                } else {
+                    b"GET /"
+                };
+                bytes.splice(0..0, prefix.iter().copied());
+            }
+            let dir = if next() % 2 == 0 {
+                Direction::Egress
+            } else {
+                Direction::Ingress
+            };
+            let limit = (next() % 64) as usize;
+            let rec = sock.event(dir, &bytes, limit, next());
+            a.push(&EventView::parse(&rec).unwrap(), &c);
+        }
+        let _ = a.take_spans();
     }
 }

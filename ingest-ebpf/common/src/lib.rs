@@ -17,6 +17,9 @@ pub const COMM_LEN: usize = 16;
 /// Name of the ring buffer map the programs write [`SocketEvent`]s into.
 pub const EVENTS_MAP: &str = "EVENTS";
 
+/// Name of the per-CPU counter of events the kernel could not put in the full ring buffer.
+pub const DROPS_MAP: &str = "DROPS";
+
 /// Name of the global holding the [`ProbeConfig`].
 pub const CONFIG_GLOBAL: &str = "CONFIG";
 

@@ -87,6 +87,22 @@ struct ActiveCall {
     _pad: u32,
 }
 
+/// Events lost because the ring buffer was full (per CPU; the agent sums and reports them).
+#[map]
+static DROPS: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
+
+/// Writes `bytes` to the ring buffer, counting a drop when it is full.
+#[inline(always)]
+fn submit(bytes: &[u8]) -> Result<(), i64> {
+    EVENTS.output::<[u8]>(bytes, 0).map_err(|e| {
+        if let Some(d) = DROPS.get_ptr_mut(0) {
+            // SAFETY: per-CPU slot; tracepoint programs do not migrate while running.
+            unsafe { *d += 1 };
+        }
+        i64::from(e)
+    })
+}
+
 /// In-flight data syscalls, by pid_tgid.
 #[map]
 static ACTIVE: HashMap<u64, ActiveCall> = HashMap::with_max_entries(16384, 0);
@@ -241,7 +257,7 @@ fn try_exit_data(ctx: &TracePointContext) -> Result<(), i64> {
     let total = EVENT_HEADER_LEN + (buf.header.payload_len as usize & (MAX_PAYLOAD - 1));
     // SAFETY: `buf` is EVENT_HEADER_LEN + MAX_PAYLOAD bytes and total stays within it.
     let bytes = unsafe { core::slice::from_raw_parts(buf as *const EventBuf as *const u8, total) };
-    EVENTS.output::<[u8]>(bytes, 0).map_err(i64::from)
+    submit(bytes)
 }
 
 /// The pointer and length of the first user buffer that holds a syscall's bytes.
@@ -430,7 +446,11 @@ fn try_enter_close(ctx: &TracePointContext) -> Result<(), i64> {
     ev.syscall = SYSCALL_CLOSE;
     ev.comm = bpf_get_current_comm().unwrap_or([0; 16]);
     sock::read_tuple(sk, ev, &cfg.offsets)?;
-    EVENTS.output::<SocketEvent>(&*ev, 0).map_err(i64::from)
+    // SAFETY: the header is plain data; the slice covers exactly its bytes.
+    let bytes = unsafe {
+        core::slice::from_raw_parts(ev as *const SocketEvent as *const u8, EVENT_HEADER_LEN)
+    };
+    submit(bytes)
 }
 
 #[cfg(not(test))]

@@ -78,7 +78,7 @@ impl HttpHead {
 
     /// Whole message length (head + body) when known.
     pub fn message_len(&self, request_method: Option<&str>) -> Option<u64> {
-        Some(self.head_len? as u64 + self.body_len(request_method)?)
+        (self.head_len? as u64).checked_add(self.body_len(request_method)?)
     }
 
     /// "1.0" or "1.1".
@@ -254,6 +254,13 @@ mod tests {
         assert_eq!(h.version(), "1.0");
         let c = head(b"HTTP/1.1 404 Not Found\r\nTransfer-Encoding: chunked\r\n\r\n");
         assert_eq!(c.body_len(Some("GET")), None);
+    }
+
+    /// A Content-Length near u64::MAX once overflowed the message length (a panic in debug).
+    #[test]
+    fn huge_content_length_does_not_overflow() {
+        let h = head(b"HTTP/1.1 200 OK\r\nContent-Length: 18446744073709551615\r\n\r\n");
+        assert_eq!(h.message_len(Some("GET")), None);
     }
 
     #[test]
