@@ -39,13 +39,13 @@ if ! command -v bpf-linker >/dev/null; then
         --no-default-features --features llvm-$LLVM
 fi
 
-# Python with pyarrow, for tests that read the Parquet files with an independent reader.
-if [ ! -x .venv/bin/python3 ] || ! .venv/bin/python3 -c 'import pyarrow' 2>/dev/null; then
-    log "python venv with pyarrow (.venv)"
+# Python with pyarrow (reads the Parquet files independently) and psycopg 3 (an extended-protocol client).
+if [ ! -x .venv/bin/python3 ] || ! .venv/bin/python3 -c "import pyarrow, psycopg" 2>/dev/null; then
+    log "python venv with pyarrow and psycopg (.venv)"
     python3 -m venv .venv 2>/dev/null || {
         sudo_if apt-get install -y -qq --no-install-recommends python3-venv >/dev/null
         python3 -m venv .venv
     }
-    .venv/bin/pip install --quiet --disable-pip-version-check pyarrow
+    .venv/bin/pip install --quiet --disable-pip-version-check pyarrow "psycopg[binary]"
 fi
 log "ready"

@@ -1,11 +1,15 @@
 //! wiretrace's SQL side: a DataFusion session over the span store and a Postgres wire server.
 //!
 //! Layout: `session` builds the SessionContext (tables, pg_catalog, Postgres functions);
-//! `stats` exposes live counters as a table; `server` is the pgwire accept loop; `output`
-//! runs one statement and renders it for a terminal.
+//! `stats` exposes live counters as a table; `server` is the pgwire accept loop; `guard` refuses
+//! queries nested deep enough to exhaust a stack; `readonly`
+//! refuses every statement that could write; `output` runs one statement and renders it for
+//! a terminal.
 
 mod error;
+pub mod guard;
 pub mod output;
+pub mod readonly;
 pub mod server;
 pub mod session;
 pub mod stats;

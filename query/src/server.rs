@@ -3,22 +3,33 @@
 
 use std::{future::Future, net::SocketAddr, sync::Arc};
 
+use async_trait::async_trait;
 use datafusion::prelude::SessionContext;
 use datafusion_postgres::{
-    DfSessionService,
+    DfSessionService, Parser,
+    hooks::{
+        cursor::CursorStatementHook, set_show::SetShowHook, transactions::TransactionStatementHook,
+    },
     pgwire::{
         api::{
-            ConnectionManager, PgWireServerHandlers,
+            ClientInfo, ClientPortalStore, ConnectionManager, PgWireServerHandlers, Type,
             auth::{StartupHandler, noop::NoopStartupHandler},
             cancel::{CancelHandler, DefaultCancelHandler},
+            portal::{Format, Portal},
             query::{ExtendedQueryHandler, SimpleQueryHandler},
+            results::{FieldInfo, Response},
+            stmt::QueryParser,
+            store::PortalStore,
         },
+        error::{ErrorInfo, PgWireError, PgWireResult},
+        messages::PgWireBackendMessage,
         tokio::process_socket,
     },
 };
+use futures::Sink;
 use tokio::{net::TcpListener, sync::Semaphore};
 
-use crate::error::QueryError;
+use crate::{error::QueryError, guard, readonly::ReadOnlyHook};
 
 /// Most connections served at once; more wait for a slot.
 pub const MAX_CONNECTIONS: usize = 256;
@@ -35,20 +46,117 @@ impl NoopStartupHandler for TrustStartup {
     }
 }
 
+/// Simple-protocol queries, checked by [`guard::check_complexity`] before DataFusion sees them.
+struct GuardedSimple {
+    inner: Arc<DfSessionService>,
+}
+
+#[async_trait]
+impl SimpleQueryHandler for GuardedSimple {
+    async fn do_query<C>(&self, client: &mut C, query: &str) -> PgWireResult<Vec<Response>>
+    where
+        C: ClientInfo + ClientPortalStore + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::PortalStore: PortalStore,
+        C::Error: std::fmt::Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        guard::check_complexity(query).map_err(too_complex)?;
+        SimpleQueryHandler::do_query(self.inner.as_ref(), client, query).await
+    }
+}
+
+fn too_complex(msg: String) -> PgWireError {
+    PgWireError::UserError(Box::new(ErrorInfo::new(
+        "ERROR".into(),
+        guard::TOO_COMPLEX_SQLSTATE.into(),
+        msg,
+    )))
+}
+
+/// The statement type datafusion-postgres keeps per prepared statement.
+type DfStatement = <DfSessionService as ExtendedQueryHandler>::Statement;
+
+/// The extended protocol's parser, with the same complexity check before parsing.
+struct GuardedParser {
+    inner: Arc<Parser>,
+}
+
+#[async_trait]
+impl QueryParser for GuardedParser {
+    type Statement = DfStatement;
+
+    async fn parse_sql<C>(
+        &self,
+        client: &C,
+        sql: &str,
+        types: &[Option<Type>],
+    ) -> PgWireResult<Option<Self::Statement>>
+    where
+        C: ClientInfo + Unpin + Send + Sync,
+    {
+        guard::check_complexity(sql).map_err(too_complex)?;
+        self.inner.parse_sql(client, sql, types).await
+    }
+
+    fn get_parameter_types(&self, stmt: &Self::Statement) -> PgWireResult<Vec<Type>> {
+        self.inner.get_parameter_types(stmt)
+    }
+
+    fn get_result_schema(
+        &self,
+        stmt: &Self::Statement,
+        column_format: Option<&Format>,
+    ) -> PgWireResult<Vec<FieldInfo>> {
+        self.inner.get_result_schema(stmt, column_format)
+    }
+}
+
+/// Extended-protocol queries: parsed through [`GuardedParser`], run by datafusion-postgres.
+struct GuardedExtended {
+    inner: Arc<DfSessionService>,
+    parser: Arc<GuardedParser>,
+}
+
+#[async_trait]
+impl ExtendedQueryHandler for GuardedExtended {
+    type Statement = DfStatement;
+    type QueryParser = GuardedParser;
+
+    fn query_parser(&self) -> Arc<Self::QueryParser> {
+        Arc::clone(&self.parser)
+    }
+
+    async fn do_query<C>(
+        &self,
+        client: &mut C,
+        portal: &Portal<Self::Statement>,
+        max_rows: usize,
+    ) -> PgWireResult<Response>
+    where
+        C: ClientInfo + ClientPortalStore + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::PortalStore: PortalStore<Statement = Self::Statement>,
+        C::Error: std::fmt::Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        ExtendedQueryHandler::do_query(self.inner.as_ref(), client, portal, max_rows).await
+    }
+}
+
 /// The handler set pgwire asks for on each connection.
 struct Handlers {
-    session: Arc<DfSessionService>,
+    simple: Arc<GuardedSimple>,
+    extended: Arc<GuardedExtended>,
     startup: Arc<TrustStartup>,
     cancel: Arc<DefaultCancelHandler>,
 }
 
 impl PgWireServerHandlers for Handlers {
     fn simple_query_handler(&self) -> Arc<impl SimpleQueryHandler> {
-        Arc::clone(&self.session)
+        Arc::clone(&self.simple)
     }
 
     fn extended_query_handler(&self) -> Arc<impl ExtendedQueryHandler> {
-        Arc::clone(&self.session)
+        Arc::clone(&self.extended)
     }
 
     fn startup_handler(&self) -> Arc<impl StartupHandler> {
@@ -97,8 +205,25 @@ impl SqlServer {
     /// Serves until `shutdown` resolves; connections in progress are left to finish.
     pub async fn serve(self, shutdown: impl Future<Output = ()>) -> Result<(), QueryError> {
         let connections = Arc::new(ConnectionManager::new());
+        let session = Arc::new(DfSessionService::new_with_hooks(
+            Arc::clone(&self.ctx),
+            vec![
+                Arc::new(ReadOnlyHook),
+                Arc::new(CursorStatementHook),
+                Arc::new(SetShowHook),
+                Arc::new(TransactionStatementHook),
+            ],
+        ));
         let handlers = Arc::new(Handlers {
-            session: Arc::new(DfSessionService::new(Arc::clone(&self.ctx))),
+            simple: Arc::new(GuardedSimple {
+                inner: Arc::clone(&session),
+            }),
+            extended: Arc::new(GuardedExtended {
+                parser: Arc::new(GuardedParser {
+                    inner: session.query_parser(),
+                }),
+                inner: session,
+            }),
             startup: Arc::new(TrustStartup {
                 connections: Arc::clone(&connections),
             }),

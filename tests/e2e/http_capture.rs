@@ -273,7 +273,11 @@ fn garbage_and_disconnects_make_no_spans() {
     assert!(stray.is_empty(), "unexpected spans: {stray:?}");
     assert!(wt.counter("not_http_messages") > before_not_http);
     assert!(wt.counter("unanswered_requests") > before_unanswered);
-    assert_eq!(wt.counter("kernel_ring_drops"), 0, "light load must not fill the ring buffer");
+    assert_eq!(
+        wt.counter("kernel_ring_drops"),
+        0,
+        "light load must not fill the ring buffer"
+    );
     // SAFETY: signal 0 only checks that the agent process is still alive.
     assert_eq!(
         unsafe { libc::kill(wt.pid() as i32, 0) },

@@ -2,4 +2,5 @@
 //! clients (python3, curl, psql) on loopback.
 
 mod http_capture;
+mod sql_server;
 mod support;

@@ -97,45 +97,50 @@ pub(crate) struct Wiretrace {
 }
 
 impl Wiretrace {
-    /// Starts `wiretrace up` and waits for its SQL port.
+    /// Starts `wiretrace up` (capture + SQL) and waits for its SQL port.
     pub(crate) fn up() -> Self {
+        Self::start(&["up", "--flush-ms", "200"])
+    }
+
+    /// Starts `wiretrace serve` (SQL only, no capture) and waits for its SQL port.
+    pub(crate) fn serve() -> Self {
+        Self::start(&["serve"])
+    }
+
+    fn start(args: &[&str]) -> Self {
         let data = tempfile::tempdir().expect("temp dir");
         let port = free_port();
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_wiretrace"));
-        cmd.args(["up", "--flush-ms", "200", "--listen"])
+        cmd.args(args)
+            .arg("--listen")
             .arg(format!("127.0.0.1:{port}"))
             .arg("--data-dir")
             .arg(data.path())
             .stdout(Stdio::null());
-        let proc = ChildGuard::spawn(cmd, "wiretrace up");
-        wait_for_port("127.0.0.1", port, "wiretrace up");
+        let proc = ChildGuard::spawn(cmd, &format!("wiretrace {}", args[0]));
+        wait_for_port("127.0.0.1", port, "wiretrace");
         Self { data, port, proc }
     }
 
-    /// The agent's pid.
+    /// The process's pid.
     pub(crate) fn pid(&self) -> u32 {
         self.proc.pid()
     }
 
-    /// Runs `sql` with the real psql binary; rows as `|`-separated fields.
-    pub(crate) fn psql(&self, sql: &str) -> Vec<Vec<String>> {
-        let out = Command::new("psql")
-            .args([
-                "-h",
-                "127.0.0.1",
-                "-U",
-                "wiretrace",
-                "-d",
-                "wiretrace",
-                "-X",
-                "-A",
-                "-t",
-            ])
-            .args(["-F", "|", "-p"])
+    /// Runs `sql` with the real psql binary, returning its output whatever the outcome.
+    pub(crate) fn psql_raw(&self, sql: &str) -> std::process::Output {
+        Command::new("psql")
+            .args(["-h", "127.0.0.1", "-U", "wiretrace", "-d", "wiretrace"])
+            .args(["-X", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-F", "|", "-p"])
             .arg(self.port.to_string())
             .args(["-c", sql])
             .output()
-            .expect("running psql (install postgresql-client)");
+            .expect("running psql (install postgresql-client)")
+    }
+
+    /// Runs `sql` with the real psql binary; rows as `|`-separated fields.
+    pub(crate) fn psql(&self, sql: &str) -> Vec<Vec<String>> {
+        let out = self.psql_raw(sql);
         assert!(
             out.status.success(),
             "psql failed on {sql}: {}",
