@@ -2,5 +2,6 @@
 //! clients (python3, curl, psql) on loopback.
 
 mod http_capture;
+mod sql_examples;
 mod sql_server;
 mod support;

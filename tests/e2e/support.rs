@@ -127,13 +127,27 @@ impl Wiretrace {
         self.proc.pid()
     }
 
+    fn psql_command(&self) -> Command {
+        let mut cmd = Command::new("psql");
+        cmd.args(["-h", "127.0.0.1", "-U", "wiretrace", "-d", "wiretrace"])
+            .args(["-X", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-F", "|", "-p"])
+            .arg(self.port.to_string());
+        cmd
+    }
+
     /// Runs `sql` with the real psql binary, returning its output whatever the outcome.
     pub(crate) fn psql_raw(&self, sql: &str) -> std::process::Output {
-        Command::new("psql")
-            .args(["-h", "127.0.0.1", "-U", "wiretrace", "-d", "wiretrace"])
-            .args(["-X", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-F", "|", "-p"])
-            .arg(self.port.to_string())
+        self.psql_command()
             .args(["-c", sql])
+            .output()
+            .expect("running psql (install postgresql-client)")
+    }
+
+    /// Runs the SQL file `path` with psql.
+    pub(crate) fn psql_file(&self, path: &Path) -> std::process::Output {
+        self.psql_command()
+            .arg("-f")
+            .arg(path)
             .output()
             .expect("running psql (install postgresql-client)")
     }

@@ -1,0 +1,81 @@
+//! Every query in sql-examples/ runs through psql and returns rows on freshly captured spans.
+
+use std::{path::Path, process::Command};
+
+use crate::support::{ChildGuard, Wiretrace, can_capture, fixture, free_port, wait_for_port};
+
+#[test]
+fn every_sql_example_returns_rows_on_captured_spans() {
+    if !can_capture("every_sql_example_returns_rows_on_captured_spans") {
+        return;
+    }
+    let wt = Wiretrace::up();
+    let site = tempfile::tempdir().unwrap();
+    std::fs::write(site.path().join("index.html"), "<p>hi</p>").unwrap();
+    std::fs::write(site.path().join("leaf"), "{\"leaf\": 1}").unwrap();
+    let leaf_port = free_port();
+    let mut leaf = Command::new("python3");
+    leaf.args([
+        "-m",
+        "http.server",
+        "--bind",
+        "127.0.0.1",
+        "--protocol",
+        "HTTP/1.1",
+    ])
+    .arg("--directory")
+    .arg(site.path())
+    .arg(leaf_port.to_string())
+    .stderr(std::process::Stdio::null());
+    let _leaf = ChildGuard::spawn(leaf, "python3 -m http.server");
+    wait_for_port("127.0.0.1", leaf_port, "python3 -m http.server");
+    let chain_port = free_port();
+    let mut chain = Command::new("python3");
+    chain
+        .arg(fixture("chain_server.py"))
+        .args([chain_port.to_string(), leaf_port.to_string()]);
+    let _chain = ChildGuard::spawn(chain, "chain_server.py");
+    wait_for_port("127.0.0.1", chain_port, "chain_server.py");
+    // A 200 and a 404 on one keep-alive connection, then a request that fans out.
+    let status = Command::new("curl")
+        .args(["-s", "-o", "/dev/null", "-o", "/dev/null"])
+        .arg(format!("http://127.0.0.1:{leaf_port}/index.html"))
+        .arg(format!("http://127.0.0.1:{leaf_port}/missing"))
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let status = Command::new("curl")
+        .args(["-sf", "-o", "/dev/null"])
+        .arg(format!("http://127.0.0.1:{chain_port}/chain"))
+        .status()
+        .unwrap();
+    assert!(status.success());
+    // c-p + s-p for /index.html, /missing, /chain and the chain's /leaf call.
+    wt.wait_rows(
+        &format!("select _id from l7_flow_log where server_port in ({leaf_port}, {chain_port})"),
+        8,
+    );
+
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("sql-examples");
+    let mut files: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "sql"))
+        .collect();
+    files.sort();
+    assert!(files.len() >= 10, "sql-examples has {} files", files.len());
+    for f in files {
+        let out = wt.psql_file(&f);
+        assert!(
+            out.status.success(),
+            "{}: {}",
+            f.display(),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let rows = String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter(|l| !l.is_empty())
+            .count();
+        assert!(rows > 0, "{} returned no rows", f.display());
+    }
+}
