@@ -4,13 +4,13 @@ use std::{
     collections::HashMap,
     io::{Read, Write},
     net::TcpStream,
-    process::{Command, Stdio},
+    process::Command,
     thread::sleep,
     time::Duration,
 };
 
 use crate::support::{
-    ChildGuard, Wiretrace, can_capture, fixture, free_port, python, wait_for_port,
+    Wiretrace, can_capture, chain_server, fixture, free_port, http_server, python,
 };
 
 const COLS: &str = "observation_point, process_kname_0, process_kname_1, ip_0, client_port, ip_1, \
@@ -32,31 +32,6 @@ fn spans(wt: &Wiretrace, filter: &str, n: usize) -> Vec<HashMap<&'static str, St
     .collect()
 }
 
-fn http_server(port: u16, protocol: &str, dir: &std::path::Path) -> ChildGuard {
-    http_server_on("127.0.0.1", port, protocol, dir)
-}
-
-/// `python3 -m http.server` on `bind`:`port` serving `dir`, speaking `protocol`.
-fn http_server_on(bind: &str, port: u16, protocol: &str, dir: &std::path::Path) -> ChildGuard {
-    let mut cmd = Command::new("python3");
-    cmd.args([
-        "-m",
-        "http.server",
-        "--bind",
-        bind,
-        "--protocol",
-        protocol,
-        "--directory",
-    ])
-    .arg(dir)
-    .arg(port.to_string())
-    .stdout(Stdio::null())
-    .stderr(Stdio::null());
-    let g = ChildGuard::spawn(cmd, "python3 -m http.server");
-    wait_for_port(bind, port, "python3 -m http.server");
-    g
-}
-
 /// curl → python3 http.server, two GETs on one keep-alive connection: two c-p spans (curl) and
 /// two s-p spans (python3) with equal tcp seqs per request; the Parquet files read back the
 /// same with pyarrow.
@@ -70,7 +45,7 @@ fn keep_alive_requests_pair_client_and_server_spans() {
     std::fs::write(site.path().join("a.txt"), "alpha\n").unwrap();
     std::fs::write(site.path().join("b.txt"), "bravo bravo\n").unwrap();
     let port = free_port();
-    let server = http_server(port, "HTTP/1.1", site.path());
+    let server = http_server("127.0.0.1", port, "HTTP/1.1", site.path());
     let curl = Command::new("curl")
         .args(["-sf", "-o", "/dev/null", "-o", "/dev/null"])
         .arg(format!("http://127.0.0.1:{port}/a.txt"))
@@ -156,13 +131,9 @@ fn syscall_trace_id_links_inbound_request_to_outbound_call() {
     let site = tempfile::tempdir().unwrap();
     std::fs::write(site.path().join("leaf"), "{\"leaf\": true}").unwrap();
     let leaf_port = free_port();
-    let _leaf = http_server(leaf_port, "HTTP/1.0", site.path());
+    let _leaf = http_server("127.0.0.1", leaf_port, "HTTP/1.0", site.path());
     let port = free_port();
-    let mut cmd = Command::new("python3");
-    cmd.arg(fixture("chain_server.py"))
-        .args([port.to_string(), leaf_port.to_string()]);
-    let chain = ChildGuard::spawn(cmd, "chain_server.py");
-    wait_for_port("127.0.0.1", port, "chain_server.py");
+    let chain = chain_server(port, leaf_port);
     let curl = Command::new("curl")
         .args(["-sf", "-o", "/dev/null"])
         .arg(format!("http://127.0.0.1:{port}/chain"))
@@ -209,7 +180,7 @@ fn garbage_and_disconnects_make_no_spans() {
     let site = tempfile::tempdir().unwrap();
     std::fs::write(site.path().join("ok"), "ok").unwrap();
     let port = free_port();
-    let _server = http_server(port, "HTTP/1.1", site.path());
+    let _server = http_server("127.0.0.1", port, "HTTP/1.1", site.path());
     let before_not_http = wt.counter("not_http_messages");
     let before_unanswered = wt.counter("unanswered_requests");
 
@@ -296,7 +267,7 @@ fn ipv6_exchange_is_captured() {
     let site = tempfile::tempdir().unwrap();
     std::fs::write(site.path().join("six"), "6").unwrap();
     let port = free_port();
-    let _server = http_server_on("::1", port, "HTTP/1.1", site.path());
+    let _server = http_server("::1", port, "HTTP/1.1", site.path());
     let curl = Command::new("curl")
         .args(["-sf", "-o", "/dev/null"])
         .arg(format!("http://[::1]:{port}/six"))

@@ -2,7 +2,7 @@
 
 use std::{path::Path, process::Command};
 
-use crate::support::{ChildGuard, Wiretrace, can_capture, fixture, free_port, wait_for_port};
+use crate::support::{Wiretrace, can_capture, chain_server, free_port, http_server};
 
 #[test]
 fn every_sql_example_returns_rows_on_captured_spans() {
@@ -14,28 +14,9 @@ fn every_sql_example_returns_rows_on_captured_spans() {
     std::fs::write(site.path().join("index.html"), "<p>hi</p>").unwrap();
     std::fs::write(site.path().join("leaf"), "{\"leaf\": 1}").unwrap();
     let leaf_port = free_port();
-    let mut leaf = Command::new("python3");
-    leaf.args([
-        "-m",
-        "http.server",
-        "--bind",
-        "127.0.0.1",
-        "--protocol",
-        "HTTP/1.1",
-    ])
-    .arg("--directory")
-    .arg(site.path())
-    .arg(leaf_port.to_string())
-    .stderr(std::process::Stdio::null());
-    let _leaf = ChildGuard::spawn(leaf, "python3 -m http.server");
-    wait_for_port("127.0.0.1", leaf_port, "python3 -m http.server");
+    let _leaf = http_server("127.0.0.1", leaf_port, "HTTP/1.1", site.path());
     let chain_port = free_port();
-    let mut chain = Command::new("python3");
-    chain
-        .arg(fixture("chain_server.py"))
-        .args([chain_port.to_string(), leaf_port.to_string()]);
-    let _chain = ChildGuard::spawn(chain, "chain_server.py");
-    wait_for_port("127.0.0.1", chain_port, "chain_server.py");
+    let _chain = chain_server(chain_port, leaf_port);
     // A 200 and a 404 on one keep-alive connection, then a request that fans out.
     let status = Command::new("curl")
         .args(["-s", "-o", "/dev/null", "-o", "/dev/null"])

@@ -206,3 +206,34 @@ pub(crate) fn python() -> PathBuf {
         PathBuf::from("python3")
     }
 }
+
+/// `python3 -m http.server` on `bind`:`port` serving `dir`, speaking `protocol`.
+pub(crate) fn http_server(bind: &str, port: u16, protocol: &str, dir: &Path) -> ChildGuard {
+    let mut cmd = Command::new("python3");
+    cmd.args([
+        "-m",
+        "http.server",
+        "--bind",
+        bind,
+        "--protocol",
+        protocol,
+        "--directory",
+    ])
+    .arg(dir)
+    .arg(port.to_string())
+    .stdout(Stdio::null())
+    .stderr(Stdio::null());
+    let g = ChildGuard::spawn(cmd, "python3 -m http.server");
+    wait_for_port(bind, port, "python3 -m http.server");
+    g
+}
+
+/// The threaded chain server (fixtures/chain_server.py) on `port`, calling `downstream`.
+pub(crate) fn chain_server(port: u16, downstream: u16) -> ChildGuard {
+    let mut cmd = Command::new("python3");
+    cmd.arg(fixture("chain_server.py"))
+        .args([port.to_string(), downstream.to_string()]);
+    let g = ChildGuard::spawn(cmd, "chain_server.py");
+    wait_for_port("127.0.0.1", port, "chain_server.py");
+    g
+}
