@@ -1,0 +1,366 @@
+//! One walk from the first byte of a frame to the inner TCP/UDP header.
+
+use std::net::IpAddr;
+
+use etherparse::{Ipv4HeaderSlice, Ipv6HeaderSlice, TcpHeaderSlice};
+
+use crate::tunnel::{self, GENEVE_PORT, Next, TunnelHeader, VXLAN_PORTS};
+
+/// Most tunnels nested in one frame (VLAN tags do not count).
+pub const MAX_TUNNEL_TIERS: usize = 2;
+
+const ETHERTYPE_IPV4: u16 = 0x0800;
+const ETHERTYPE_IPV6: u16 = 0x86dd;
+const ETHERTYPE_VLAN: u16 = 0x8100;
+const ETHERTYPE_QINQ: u16 = 0x88a8;
+const ETHERTYPE_QINQ_OLD: u16 = 0x9100;
+
+/// A kind of encapsulation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TunnelKind {
+    /// VXLAN over UDP 4789 or 8472.
+    Vxlan,
+    /// Geneve over UDP 6081.
+    Geneve,
+    /// GRE carrying IP.
+    Gre,
+    /// GRE carrying Ethernet (transparent Ethernet bridging).
+    GreTeb,
+    /// IPv4 or IPv6 inside IPv4 (protocol 4).
+    IpIp,
+    /// IPv6 inside IP (protocol 41).
+    Ip6InIp,
+}
+
+impl TunnelKind {
+    /// The name stored in `tunnel_type`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Vxlan => "vxlan",
+            Self::Geneve => "geneve",
+            Self::Gre => "gre",
+            Self::GreTeb => "gre-teb",
+            Self::IpIp => "ipip",
+            Self::Ip6InIp => "ip6in4",
+        }
+    }
+}
+
+/// One tunnel tier: its kind, id (VNI or GRE key) and outer addresses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Tunnel {
+    /// The encapsulation.
+    pub kind: TunnelKind,
+    /// VNI (VXLAN, Geneve) or key (GRE), when present.
+    pub id: Option<u32>,
+    /// Outer source address.
+    pub outer_src: IpAddr,
+    /// Outer destination address.
+    pub outer_dst: IpAddr,
+}
+
+/// TCP header fields trace matching needs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TcpInfo {
+    /// Sequence number of the first payload byte.
+    pub seq: u32,
+    /// Acknowledgment number.
+    pub ack: u32,
+    /// Flags byte (FIN 0x01, SYN 0x02, RST 0x04, PSH 0x08, ACK 0x10, URG 0x20, ECE 0x40, CWR 0x80).
+    pub flags: u8,
+}
+
+/// The innermost transport layer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum L4 {
+    /// TCP with its header fields.
+    Tcp(TcpInfo),
+    /// UDP.
+    Udp,
+    /// Another IP protocol (ports are 0).
+    Other(u8),
+}
+
+/// The innermost IP packet's addressing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Inner {
+    /// Source address.
+    pub src: IpAddr,
+    /// Destination address.
+    pub dst: IpAddr,
+    /// Source port (0 when not TCP/UDP).
+    pub src_port: u16,
+    /// Destination port.
+    pub dst_port: u16,
+    /// Transport protocol.
+    pub l4: L4,
+}
+
+/// A frame decapsulated down to its inner segment.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Decapsulated {
+    /// Tunnels from outermost to innermost (at most [`MAX_TUNNEL_TIERS`]).
+    pub tunnels: Vec<Tunnel>,
+    /// VLAN ids seen on any Ethernet layer, outermost first.
+    pub vlans: Vec<u16>,
+    /// The inner packet.
+    pub inner: Inner,
+    /// Offset of the inner transport payload in the frame.
+    pub payload_offset: usize,
+}
+
+/// Why a frame could not be decapsulated.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DecapError {
+    /// The bytes end inside a header.
+    Truncated {
+        /// The header being read.
+        layer: &'static str,
+    },
+    /// A header is malformed.
+    Malformed {
+        /// The header.
+        layer: &'static str,
+        /// What etherparse said.
+        detail: String,
+    },
+    /// A protocol or version this parser does not handle.
+    Unsupported {
+        /// What was unsupported.
+        what: &'static str,
+        /// Its value.
+        value: u32,
+    },
+    /// More than [`MAX_TUNNEL_TIERS`] tunnels.
+    TooDeep,
+    /// A non-first IP fragment: no transport header in it.
+    Fragment,
+}
+
+impl std::fmt::Display for DecapError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Truncated { layer } => write!(f, "truncated {layer} header"),
+            Self::Malformed { layer, detail } => write!(f, "malformed {layer} header: {detail}"),
+            Self::Unsupported { what, value } => write!(f, "unsupported {what} {value:#x}"),
+            Self::TooDeep => write!(f, "more than {MAX_TUNNEL_TIERS} tunnel tiers"),
+            Self::Fragment => write!(f, "non-first IP fragment"),
+        }
+    }
+}
+
+impl std::error::Error for DecapError {}
+
+enum Layer {
+    Ethernet,
+    EtherType(u16),
+}
+
+/// Decapsulates an Ethernet frame.
+pub fn decap(frame: &[u8]) -> Result<Decapsulated, DecapError> {
+    walk(frame, Layer::Ethernet)
+}
+
+fn be16(b: &[u8], at: usize, layer: &'static str) -> Result<u16, DecapError> {
+    b.get(at..at + 2)
+        .map(|s| u16::from_be_bytes([s[0], s[1]]))
+        .ok_or(DecapError::Truncated { layer })
+}
+
+fn malformed(layer: &'static str) -> impl Fn(String) -> DecapError {
+    move |detail| {
+        if detail.contains("length") || detail.contains("len") {
+            DecapError::Truncated { layer }
+        } else {
+            DecapError::Malformed { layer, detail }
+        }
+    }
+}
+
+fn walk(frame: &[u8], first: Layer) -> Result<Decapsulated, DecapError> {
+    let mut tunnels = Vec::new();
+    let mut vlans = Vec::new();
+    let mut off = 0usize;
+    let mut layer = first;
+    loop {
+        // Link layer (Ethernet + VLAN tags) down to an EtherType.
+        let ether_type = match layer {
+            Layer::EtherType(t) => t,
+            Layer::Ethernet => {
+                let mut t = be16(frame, off + 12, "ethernet")?;
+                off += 14;
+                while matches!(t, ETHERTYPE_VLAN | ETHERTYPE_QINQ | ETHERTYPE_QINQ_OLD) {
+                    vlans.push(be16(frame, off, "vlan")? & 0x0fff);
+                    t = be16(frame, off + 2, "vlan")?;
+                    off += 4;
+                }
+                t
+            }
+        };
+        // Network layer.
+        let rest = frame.get(off..).unwrap_or_default();
+        let (src, dst, mut proto, ip_len) = match ether_type {
+            ETHERTYPE_IPV4 => {
+                let ip = Ipv4HeaderSlice::from_slice(rest)
+                    .map_err(|e| malformed("ipv4")(e.to_string()))?;
+                if ip.fragments_offset().value() != 0 {
+                    return Err(DecapError::Fragment);
+                }
+                let len = usize::from(ip.ihl()) * 4;
+                (
+                    IpAddr::V4(ip.source_addr()),
+                    IpAddr::V4(ip.destination_addr()),
+                    ip.protocol().0,
+                    len,
+                )
+            }
+            ETHERTYPE_IPV6 => {
+                let ip = Ipv6HeaderSlice::from_slice(rest)
+                    .map_err(|e| malformed("ipv6")(e.to_string()))?;
+                (
+                    IpAddr::V6(ip.source_addr()),
+                    IpAddr::V6(ip.destination_addr()),
+                    ip.next_header().0,
+                    40,
+                )
+            }
+            other => {
+                return Err(DecapError::Unsupported {
+                    what: "EtherType",
+                    value: u32::from(other),
+                });
+            }
+        };
+        off += ip_len;
+        // IPv6 extension headers: hop-by-hop, routing, destination options, fragment.
+        if ether_type == ETHERTYPE_IPV6 {
+            while matches!(proto, 0 | 43 | 60 | 44) {
+                let h = frame.get(off..off + 8).ok_or(DecapError::Truncated {
+                    layer: "ipv6 extension",
+                })?;
+                if proto == 44 && (u16::from_be_bytes([h[2], h[3]]) & 0xfff8) != 0 {
+                    return Err(DecapError::Fragment);
+                }
+                let len = if proto == 44 {
+                    8
+                } else {
+                    (usize::from(h[1]) + 1) * 8
+                };
+                proto = h[0];
+                off += len;
+            }
+        }
+        let mut enter = |kind: TunnelKind, id: Option<u32>| -> Result<(), DecapError> {
+            if tunnels.len() == MAX_TUNNEL_TIERS {
+                return Err(DecapError::TooDeep);
+            }
+            tunnels.push(Tunnel {
+                kind,
+                id,
+                outer_src: src,
+                outer_dst: dst,
+            });
+            Ok(())
+        };
+        let rest = frame.get(off..).unwrap_or_default();
+        match proto {
+            4 => {
+                enter(TunnelKind::IpIp, None)?;
+                layer = Layer::EtherType(ETHERTYPE_IPV4);
+            }
+            41 => {
+                enter(TunnelKind::Ip6InIp, None)?;
+                layer = Layer::EtherType(ETHERTYPE_IPV6);
+            }
+            47 => {
+                let TunnelHeader { len, id, next } = tunnel::gre(rest)?;
+                let kind = if next == Next::Ethernet {
+                    TunnelKind::GreTeb
+                } else {
+                    TunnelKind::Gre
+                };
+                enter(kind, id)?;
+                off += len;
+                layer = to_layer(next);
+            }
+            17 => {
+                let sport = be16(frame, off, "udp")?;
+                let dport = be16(frame, off + 2, "udp")?;
+                if frame.len() < off + 8 {
+                    return Err(DecapError::Truncated { layer: "udp" });
+                }
+                let body = &frame[off + 8..];
+                let tunnel = if VXLAN_PORTS.contains(&dport) {
+                    Some((TunnelKind::Vxlan, tunnel::vxlan(body)?))
+                } else if dport == GENEVE_PORT {
+                    Some((TunnelKind::Geneve, tunnel::geneve(body)?))
+                } else {
+                    None
+                };
+                match tunnel {
+                    Some((kind, h)) => {
+                        enter(kind, h.id)?;
+                        off += 8 + h.len;
+                        layer = to_layer(h.next);
+                    }
+                    None => {
+                        return Ok(Decapsulated {
+                            tunnels,
+                            vlans,
+                            inner: Inner {
+                                src,
+                                dst,
+                                src_port: sport,
+                                dst_port: dport,
+                                l4: L4::Udp,
+                            },
+                            payload_offset: off + 8,
+                        });
+                    }
+                }
+            }
+            6 => {
+                let tcp = TcpHeaderSlice::from_slice(rest)
+                    .map_err(|e| malformed("tcp")(e.to_string()))?;
+                let flags = rest[13];
+                return Ok(Decapsulated {
+                    tunnels,
+                    vlans,
+                    inner: Inner {
+                        src,
+                        dst,
+                        src_port: tcp.source_port(),
+                        dst_port: tcp.destination_port(),
+                        l4: L4::Tcp(TcpInfo {
+                            seq: tcp.sequence_number(),
+                            ack: tcp.acknowledgment_number(),
+                            flags,
+                        }),
+                    },
+                    payload_offset: off + usize::from(tcp.data_offset()) * 4,
+                });
+            }
+            other => {
+                return Ok(Decapsulated {
+                    tunnels,
+                    vlans,
+                    inner: Inner {
+                        src,
+                        dst,
+                        src_port: 0,
+                        dst_port: 0,
+                        l4: L4::Other(other),
+                    },
+                    payload_offset: off,
+                });
+            }
+        }
+    }
+}
+
+fn to_layer(next: Next) -> Layer {
+    match next {
+        Next::Ethernet => Layer::Ethernet,
+        Next::EtherType(t) => Layer::EtherType(t),
+    }
+}

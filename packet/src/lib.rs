@@ -1,0 +1,14 @@
+//! Packet headers down to the inner TCP or UDP segment, through up to two tiers of tunnels.
+//!
+//! Layout: `decap.rs` walks a frame layer by layer (Ethernet, VLAN/QinQ, IPv4/IPv6 with
+//! extension headers, then VXLAN, Geneve, GRE, IP-in-IP or the final TCP/UDP header) and returns
+//! a [`Decapsulated`] view; `tunnel.rs` parses the tunnel headers etherparse does not cover.
+//! It sits below both `ingest` (the agent) and `query` (the `decap()` SQL functions), so the two
+//! can never disagree about a packet.
+
+mod decap;
+mod tunnel;
+
+pub use decap::{
+    DecapError, Decapsulated, Inner, L4, MAX_TUNNEL_TIERS, TcpInfo, Tunnel, TunnelKind, decap,
+};
