@@ -1,7 +1,8 @@
 //! wiretrace's SQL side: a DataFusion session over the span store and a Postgres wire server.
 //!
 //! Layout: `session` builds the SessionContext (tables, pg_catalog, Postgres functions);
-//! `stats` exposes live counters as a table; `server` is the pgwire accept loop; `guard` refuses
+//! `udf/` holds wiretrace's scalar functions (`decap`, `inner_tcp_seq`); `stats` exposes
+//! live counters as a table; `server` is the pgwire accept loop; `guard` refuses
 //! queries nested deep enough to exhaust a stack; `readonly`
 //! refuses every statement that could write; `output` runs one statement and renders it for
 //! a terminal.
@@ -13,6 +14,7 @@ pub mod readonly;
 pub mod server;
 pub mod session;
 pub mod stats;
+pub mod udf;
 
 pub use error::QueryError;
 pub use server::SqlServer;

@@ -43,6 +43,7 @@ pub async fn session(data_dir: &Path) -> Result<SessionContext, QueryError> {
     setup_pg_catalog(&ctx, CATALOG, EmptyContextProvider)
         .map_err(|e| QueryError::Catalog(e.to_string()))?;
     datafusion_pg_functions::register_all(&mut ctx);
+    crate::udf::register_all(&ctx);
     Ok(ctx)
 }
 
