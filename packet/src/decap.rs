@@ -263,14 +263,16 @@ fn walk(frame: &[u8], first: Layer) -> Result<Decapsulated, DecapError> {
             Ok(())
         };
         let rest = frame.get(off..).unwrap_or_default();
-        match proto {
+        let (inner, payload_offset) = match proto {
             4 => {
                 enter(TunnelKind::IpIp, None)?;
                 layer = Layer::EtherType(ETHERTYPE_IPV4);
+                continue;
             }
             41 => {
                 enter(TunnelKind::Ip6InIp, None)?;
                 layer = Layer::EtherType(ETHERTYPE_IPV6);
+                continue;
             }
             47 => {
                 let TunnelHeader { len, id, next } = tunnel::gre(rest)?;
@@ -282,6 +284,7 @@ fn walk(frame: &[u8], first: Layer) -> Result<Decapsulated, DecapError> {
                 enter(kind, id)?;
                 off += len;
                 layer = to_layer(next);
+                continue;
             }
             17 => {
                 let sport = be16(frame, off, "udp")?;
@@ -297,64 +300,54 @@ fn walk(frame: &[u8], first: Layer) -> Result<Decapsulated, DecapError> {
                 } else {
                     None
                 };
-                match tunnel {
-                    Some((kind, h)) => {
-                        enter(kind, h.id)?;
-                        off += 8 + h.len;
-                        layer = to_layer(h.next);
-                    }
-                    None => {
-                        return Ok(Decapsulated {
-                            tunnels,
-                            vlans,
-                            inner: Inner {
-                                src,
-                                dst,
-                                src_port: sport,
-                                dst_port: dport,
-                                l4: L4::Udp,
-                            },
-                            payload_offset: off + 8,
-                        });
-                    }
+                if let Some((kind, h)) = tunnel {
+                    enter(kind, h.id)?;
+                    off += 8 + h.len;
+                    layer = to_layer(h.next);
+                    continue;
                 }
+                let inner = Inner {
+                    src,
+                    dst,
+                    src_port: sport,
+                    dst_port: dport,
+                    l4: L4::Udp,
+                };
+                (inner, off + 8)
             }
             6 => {
                 let tcp = TcpHeaderSlice::from_slice(rest)
                     .map_err(|e| malformed("tcp")(e.to_string()))?;
-                let flags = rest[13];
-                return Ok(Decapsulated {
-                    tunnels,
-                    vlans,
-                    inner: Inner {
-                        src,
-                        dst,
-                        src_port: tcp.source_port(),
-                        dst_port: tcp.destination_port(),
-                        l4: L4::Tcp(TcpInfo {
-                            seq: tcp.sequence_number(),
-                            ack: tcp.acknowledgment_number(),
-                            flags,
-                        }),
-                    },
-                    payload_offset: off + usize::from(tcp.data_offset()) * 4,
-                });
+                let inner = Inner {
+                    src,
+                    dst,
+                    src_port: tcp.source_port(),
+                    dst_port: tcp.destination_port(),
+                    l4: L4::Tcp(TcpInfo {
+                        seq: tcp.sequence_number(),
+                        ack: tcp.acknowledgment_number(),
+                        flags: rest[13],
+                    }),
+                };
+                (inner, off + usize::from(tcp.data_offset()) * 4)
             }
             other => {
-                return Ok(Decapsulated {
-                    tunnels,
-                    vlans,
-                    inner: Inner {
-                        src,
-                        dst,
-                        src_port: 0,
-                        dst_port: 0,
-                        l4: L4::Other(other),
-                    },
-                    payload_offset: off,
-                });
+                let inner = Inner {
+                    src,
+                    dst,
+                    src_port: 0,
+                    dst_port: 0,
+                    l4: L4::Other(other),
+                };
+                (inner, off)
             }
-        }
+        };
+        return Ok(Decapsulated {
+            tunnels,
+            vlans,
+            inner,
+            payload_offset,
+        });
     }
 }
 
