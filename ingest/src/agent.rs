@@ -16,7 +16,7 @@ use crate::{
     batch::SpanBatchBuilder,
     counters::IngestCounters,
     error::IngestError,
-    event::{EventView, KernelClock},
+    event::{EventView, KernelClock, unix_now_micros},
     loader::{self, ProbeOptions},
     pairing::SpanAssembler,
 };
@@ -56,7 +56,8 @@ pub struct Agent {
 impl Agent {
     /// Loads and attaches the kernel programs.
     pub fn load(config: AgentConfig) -> Result<Self, IngestError> {
-        let seed = (KernelClock::now().unix_micros(0) as u64).wrapping_mul(10);
+        // Wall-clock time in 100 ns units: differs per agent run, so ids of two runs do not meet.
+        let seed = (unix_now_micros() as u64).wrapping_mul(10);
         let probes = loader::load(config.probe, seed)?;
         Ok(Self {
             config,
@@ -107,7 +108,7 @@ impl Agent {
                 _ = tick.tick() => {
                     counters.kernel_ring_drops.store(attached.kernel_drops(), Ordering::Relaxed);
                     flush(&mut assembler, &mut builder, &sink, &counters).await?;
-                    assembler.expire_idle(KernelClock::now().unix_micros(0).max(0), &counters);
+                    assembler.expire_idle(unix_now_micros(), &counters);
                 }
                 () = &mut shutdown => {
                     flush(&mut assembler, &mut builder, &sink, &counters).await?;

@@ -92,6 +92,13 @@ fn addr(family: u8, raw: &[u8; 16]) -> IpAddr {
     }
 }
 
+/// The wall clock now, in Unix µs.
+pub fn unix_now_micros() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_micros() as i64)
+}
+
 /// Converts the kernel's CLOCK_MONOTONIC ns to Unix µs, with the offset taken once at start.
 #[derive(Debug, Clone, Copy)]
 pub struct KernelClock {

@@ -488,6 +488,32 @@ mod tests {
         assert_eq!(paths, ["/c", "/d"]);
     }
 
+    /// Regression: the agent once passed the boot time instead of "now", so idle connections
+    /// were never expired. Expiry is relative to the events' own wall-clock times.
+    #[test]
+    fn idle_connections_expire_and_count_their_requests() {
+        let (mut a, c) = assembler();
+        let mut cli = SyntheticSocket::new(6, 10, "curl", 40006, true);
+        let ev = cli.event(Direction::Egress, &request("/slow"), LIMIT, 0);
+        let seen = KernelClock::with_offset_ns(0)
+            .unix_micros(EventView::parse(&ev).unwrap().header.timestamp_ns);
+        feed(&mut a, &c, &ev);
+        a.expire_idle(seen + IDLE_TIMEOUT_US, &c);
+        assert_eq!(a.connections(), 1, "not idle yet");
+        a.expire_idle(seen + IDLE_TIMEOUT_US + 1, &c);
+        assert_eq!(a.connections(), 0);
+        assert_eq!(
+            c.unanswered_requests
+                .load(std::sync::atomic::Ordering::Relaxed),
+            1
+        );
+        assert_eq!(
+            c.idle_connections_dropped
+                .load(std::sync::atomic::Ordering::Relaxed),
+            1
+        );
+    }
+
     /// Regression guard: random records and random payloads on a real header never panic the
     /// decoder or the assembler (they become malformed events, not-HTTP messages or spans).
     #[test]
