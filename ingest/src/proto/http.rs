@@ -108,11 +108,7 @@ pub fn parse_head(buf: &[u8], truncated: bool) -> Option<HttpHead> {
 fn parse_request(buf: &[u8], truncated: bool) -> Option<HttpHead> {
     let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
     let mut req = httparse::Request::new(&mut headers);
-    let head_len = match req.parse(buf) {
-        Ok(httparse::Status::Complete(n)) => Some(n),
-        Ok(httparse::Status::Partial) if truncated || line_complete(buf) => None,
-        _ => return None,
-    };
+    let head_len = head_len(req.parse(buf), buf, truncated)?;
     let (Some(method), Some(path), Some(v)) = (req.method, req.path, req.version) else {
         return None;
     };
@@ -130,11 +126,7 @@ fn parse_request(buf: &[u8], truncated: bool) -> Option<HttpHead> {
 fn parse_response(buf: &[u8], truncated: bool) -> Option<HttpHead> {
     let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
     let mut resp = httparse::Response::new(&mut headers);
-    let head_len = match resp.parse(buf) {
-        Ok(httparse::Status::Complete(n)) => Some(n),
-        Ok(httparse::Status::Partial) if truncated || line_complete(buf) => None,
-        _ => return None,
-    };
+    let head_len = head_len(resp.parse(buf), buf, truncated)?;
     let (Some(code), Some(v)) = (resp.code, resp.version) else {
         return None;
     };
@@ -153,6 +145,16 @@ fn parse_response(buf: &[u8], truncated: bool) -> Option<HttpHead> {
         headers: collect_headers(resp.headers),
         head_len,
     })
+}
+
+/// The head's length from httparse's verdict: `Some(Some(n))` complete, `Some(None)` cut off
+/// but acceptable (truncated capture, or the start line ended), `None` not HTTP.
+fn head_len(status: httparse::Result<usize>, buf: &[u8], truncated: bool) -> Option<Option<usize>> {
+    match status {
+        Ok(httparse::Status::Complete(n)) => Some(Some(n)),
+        Ok(httparse::Status::Partial) if truncated || line_complete(buf) => Some(None),
+        _ => None,
+    }
 }
 
 /// A head split across syscalls: accept it once the start line has ended.
