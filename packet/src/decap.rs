@@ -107,6 +107,19 @@ pub struct Decapsulated {
     pub inner: Inner,
     /// Offset of the inner transport payload in the frame.
     pub payload_offset: usize,
+    /// Offset just past the inner IP packet, from its length field: bytes after it are link
+    /// padding. `None` when the field is 0 (a GSO packet larger than 64 KiB).
+    pub ip_end: Option<usize>,
+}
+
+impl Decapsulated {
+    /// Transport payload bytes the packet carried on the wire, given the frame's original
+    /// length (the capture may hold fewer bytes).
+    pub fn payload_len(&self, wire_len: usize) -> usize {
+        self.ip_end
+            .map_or(wire_len, |end| end.min(wire_len))
+            .saturating_sub(self.payload_offset)
+    }
 }
 
 /// Why a frame could not be decapsulated.
@@ -199,7 +212,8 @@ fn walk(frame: &[u8], first: Layer) -> Result<Decapsulated, DecapError> {
         };
         // Network layer.
         let rest = frame.get(off..).unwrap_or_default();
-        let (src, dst, mut proto, ip_len) = match ether_type {
+        let ip_start = off;
+        let (src, dst, mut proto, ip_len, total_len) = match ether_type {
             ETHERTYPE_IPV4 => {
                 let ip = Ipv4HeaderSlice::from_slice(rest)
                     .map_err(|e| malformed("ipv4")(e.to_string()))?;
@@ -212,6 +226,7 @@ fn walk(frame: &[u8], first: Layer) -> Result<Decapsulated, DecapError> {
                     IpAddr::V4(ip.destination_addr()),
                     ip.protocol().0,
                     len,
+                    usize::from(ip.total_len()),
                 )
             }
             ETHERTYPE_IPV6 => {
@@ -222,6 +237,11 @@ fn walk(frame: &[u8], first: Layer) -> Result<Decapsulated, DecapError> {
                     IpAddr::V6(ip.destination_addr()),
                     ip.next_header().0,
                     40,
+                    // A zero payload length (jumbogram or GSO) stays 0: "unknown" below.
+                    match ip.payload_length() {
+                        0 => 0,
+                        n => 40 + usize::from(n),
+                    },
                 )
             }
             other => {
@@ -347,6 +367,7 @@ fn walk(frame: &[u8], first: Layer) -> Result<Decapsulated, DecapError> {
             vlans,
             inner,
             payload_offset,
+            ip_end: (total_len != 0).then_some(ip_start + total_len),
         });
     }
 }

@@ -150,6 +150,7 @@ fn assert_inner_tcp(frame: &[u8], v6: bool) -> wiretrace_packet::Decapsulated {
     };
     assert_eq!(d.inner.dst, want);
     assert_eq!(&frame[d.payload_offset..], b"GET / HTTP/1.1\r\n\r\n");
+    assert_eq!(d.payload_len(frame.len()), 18);
     d
 }
 
@@ -157,6 +158,12 @@ fn assert_inner_tcp(frame: &[u8], v6: bool) -> wiretrace_packet::Decapsulated {
 fn plain_ethernet_ipv4_tcp() {
     let d = assert_inner_tcp(&eth(0x0800, &inner_ip4_tcp()), false);
     assert!(d.tunnels.is_empty());
+    // Link padding after the IP packet is not payload; a short capture does not shrink it.
+    let mut padded = eth(0x0800, &inner_ip4_tcp());
+    padded.extend_from_slice(&[0; 6]);
+    let p = decap(&padded).unwrap();
+    assert_eq!(p.payload_len(padded.len()), 18);
+    assert_eq!(decap(&padded[..p.payload_offset]).unwrap().payload_len(padded.len()), 18);
 }
 
 #[test]
