@@ -1,13 +1,27 @@
 //! The `wiretrace` binary: parses the command line and wires the library crates together.
 
-use std::{path::PathBuf, sync::Arc, time::Duration};
+use std::{
+    path::PathBuf,
+    sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering},
+    },
+    time::{Duration, Instant},
+};
 
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
+use indicatif::{ProgressBar, ProgressStyle};
 use tokio::sync::{mpsc, watch};
-use wiretrace_ingest::{Agent, AgentConfig, loader::ProbeOptions};
+use wiretrace_ingest::{
+    Agent, AgentConfig, DEFAULT_SNAPLEN, IngestCounters, TableBatch,
+    batch::SpanBatchBuilder,
+    capture::{CaptureRule, DEFAULT_RULES, NicRole},
+    loader::ProbeOptions,
+    pcap::read_pcap,
+};
 use wiretrace_query::{SqlServer, StatsTable, output, session, session::register_stats};
-use wiretrace_storage::{PartitionedWriter, schema};
+use wiretrace_storage::{TableWriters, schema};
 
 /// Zero-code distributed tracing as an embedded columnar trace database.
 #[derive(Debug, Parser)]
@@ -32,6 +46,13 @@ enum Command {
         /// How often captured spans are written to Parquet (ms).
         #[arg(long, default_value_t = 500)]
         flush_ms: u64,
+        #[command(flatten)]
+        packets: PacketArgs,
+    },
+    /// Read capture files into the data dir (no root needed).
+    Ingest {
+        #[command(subcommand)]
+        what: IngestCommand,
     },
     /// Serve SQL over an existing data dir (no capture, no root needed).
     Serve {
@@ -48,6 +69,55 @@ enum Command {
         /// The SQL statement.
         sql: String,
     },
+}
+
+#[derive(Debug, Subcommand)]
+enum IngestCommand {
+    /// pcap or pcapng files → l7_flow_log (HTTP spans) and l4_flow_log (flows).
+    Pcap {
+        #[command(flatten)]
+        store: StoreArgs,
+        /// What the capture interface was: pod, node, local or rest (decides observation points).
+        #[arg(long, default_value = "rest", value_parser = parse_role)]
+        role: NicRole,
+        /// The files.
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+    },
+}
+
+fn parse_role(s: &str) -> Result<NicRole, String> {
+    NicRole::parse(s).ok_or_else(|| format!("{s:?}: expected pod, node, local or rest"))
+}
+
+#[derive(Debug, clap::Args)]
+struct PacketArgs {
+    /// Interfaces to capture packets on, as ROLE=NETNS/NIC with * wildcards (repeatable;
+    /// NETNS is `host` or a name under /run/netns). Default: the host's eth*/ens*/enp*/eno*
+    /// as node NICs and veth*/cali*/lxc* as pod NICs.
+    #[arg(long = "capture", value_name = "RULE")]
+    rules: Vec<CaptureRule>,
+    /// Capture no packets (eBPF only).
+    #[arg(long, conflicts_with = "rules")]
+    no_packets: bool,
+    /// Bytes kept per captured frame.
+    #[arg(long, default_value_t = DEFAULT_SNAPLEN, value_parser = clap::value_parser!(u32).range(64..=65535))]
+    snaplen: u32,
+}
+
+impl PacketArgs {
+    fn rules(&self) -> Result<Vec<CaptureRule>> {
+        if self.no_packets {
+            return Ok(Vec::new());
+        }
+        if !self.rules.is_empty() {
+            return Ok(self.rules.clone());
+        }
+        DEFAULT_RULES
+            .iter()
+            .map(|r| r.parse().map_err(anyhow::Error::msg))
+            .collect()
+    }
 }
 
 #[derive(Debug, clap::Args)]
@@ -77,7 +147,11 @@ fn main() -> Result<()> {
                 listen,
                 payload_limit,
                 flush_ms,
-            } => up(store, &listen, payload_limit, flush_ms).await,
+                packets,
+            } => up(store, &listen, payload_limit, flush_ms, &packets).await,
+            Command::Ingest {
+                what: IngestCommand::Pcap { store, role, files },
+            } => ingest_pcap(store, role, &files),
             Command::Serve { store, listen } => serve(store, &listen).await,
             Command::Query { store, sql } => query(store, &sql).await,
         }
@@ -101,10 +175,18 @@ async fn shutdown_signal() {
     }
 }
 
-async fn up(store: StoreArgs, listen: &str, payload_limit: u32, flush_ms: u64) -> Result<()> {
+async fn up(
+    store: StoreArgs,
+    listen: &str,
+    payload_limit: u32,
+    flush_ms: u64,
+    packets: &PacketArgs,
+) -> Result<()> {
     let agent = Agent::load(AgentConfig {
         probe: ProbeOptions { payload_limit },
         flush_interval: Duration::from_millis(flush_ms.max(10)),
+        capture_rules: packets.rules()?,
+        snaplen: packets.snaplen,
         ..AgentConfig::default()
     })
     .context("cannot start capture (use `wiretrace serve` to query existing data without it)")?;
@@ -118,20 +200,14 @@ async fn up(store: StoreArgs, listen: &str, payload_limit: u32, flush_ms: u64) -
     let server = SqlServer::bind(listen, Arc::new(ctx)).await?;
     let addr = server.local_addr()?;
 
-    let writer = PartitionedWriter::new(
-        &store.data_dir,
-        schema::L7_FLOW_LOG,
-        schema::l7_flow_log_schema(),
-        "start_time",
-    )?;
-    let (tx, mut rx) = mpsc::channel(64);
+    let writers = Arc::new(TableWriters::open(&store.data_dir)?);
+    let (tx, mut rx) = mpsc::channel::<TableBatch>(64);
     let write_task = tokio::spawn(async move {
-        let writer = Arc::new(writer);
-        while let Some(batch) = rx.recv().await {
-            let w = Arc::clone(&writer);
-            match tokio::task::spawn_blocking(move || w.write(&[batch])).await {
-                Ok(Ok(stats)) => tracing::debug!(rows = stats.rows, "spans written"),
-                Ok(Err(e)) => tracing::error!(error = %e, "writing spans failed"),
+        while let Some(TableBatch { table, batch }) = rx.recv().await {
+            let w = Arc::clone(&writers);
+            match tokio::task::spawn_blocking(move || w.write(table, &[batch])).await {
+                Ok(Ok(stats)) => tracing::debug!(table, rows = stats.rows, "rows written"),
+                Ok(Err(e)) => tracing::error!(table, error = %e, "writing rows failed"),
                 Err(e) => tracing::error!(error = %e, "writer task failed"),
             }
         }
@@ -144,7 +220,12 @@ async fn up(store: StoreArgs, listen: &str, payload_limit: u32, flush_ms: u64) -
     let server_task = tokio::spawn(server.serve(stopped(stop_rx.clone())));
     let agent_task = tokio::spawn(agent.run(tx, stopped(stop_rx)));
     eprintln!(
-        "wiretrace up: capturing TCP traffic with eBPF into {}; SQL on {addr} (psql -h {} -p {} -c 'select * from l7_flow_log')",
+        "wiretrace up: capturing TCP traffic with eBPF{} into {}; SQL on {addr} (psql -h {} -p {} -c 'select * from l7_flow_log')",
+        if packets.no_packets {
+            ""
+        } else {
+            " and packets"
+        },
         store.data_dir.display(),
         addr.ip(),
         addr.port()
@@ -155,6 +236,86 @@ async fn up(store: StoreArgs, listen: &str, payload_limit: u32, flush_ms: u64) -
     agent_task.await.context("agent task")??;
     write_task.await.context("writer task")?;
     server_task.await.context("server task")??;
+    Ok(())
+}
+
+fn ingest_pcap(store: StoreArgs, role: NicRole, files: &[PathBuf]) -> Result<()> {
+    let writers = TableWriters::open(&store.data_dir)?;
+    let counters = IngestCounters::default();
+    let mut builder = SpanBatchBuilder::new(0, "pcap");
+    let total: u64 = files
+        .iter()
+        .map(|f| std::fs::metadata(f).map(|m| m.len()).unwrap_or(0))
+        .sum();
+    let bar = ProgressBar::new(total).with_style(
+        ProgressStyle::with_template(
+            "{msg} [{bar:30}] {bytes}/{total_bytes} ({bytes_per_sec}, {eta})",
+        )?
+        .progress_chars("=> "),
+    );
+    let started = Instant::now();
+    let (mut frames, mut spans, mut flows, mut failed) = (0u64, 0usize, 0usize, 0usize);
+    for file in files {
+        bar.set_message(file.display().to_string());
+        let read = Arc::new(AtomicU64::new(0));
+        let done = bar.position();
+        let summary = std::thread::scope(|s| {
+            let reader = s.spawn(|| read_pcap(file, role, &counters, Arc::clone(&read)));
+            while !reader.is_finished() {
+                bar.set_position(done + read.load(Ordering::Relaxed));
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            reader.join()
+        });
+        bar.set_position(done + read.load(Ordering::Relaxed));
+        let summary = match summary {
+            Ok(Ok(s)) => s,
+            Ok(Err(e)) => {
+                bar.suspend(|| eprintln!("skipped {e}"));
+                failed += 1;
+                continue;
+            }
+            Err(_) => anyhow::bail!("reading {} panicked", file.display()),
+        };
+        if let Some(why) = &summary.stopped_early {
+            bar.suspend(|| {
+                eprintln!(
+                    "{}: read up to an error ({why}); kept what came before",
+                    file.display()
+                )
+            });
+        }
+        if summary.skipped > 0 {
+            bar.suspend(|| {
+                eprintln!(
+                    "{}: {} records skipped (unsupported link type or unreadable)",
+                    file.display(),
+                    summary.skipped
+                )
+            });
+        }
+        frames += summary.frames;
+        spans += summary.spans.len();
+        flows += summary.flows.len();
+        if !summary.spans.is_empty() {
+            writers.write(schema::L7_FLOW_LOG, &[builder.build(&summary.spans)?])?;
+        }
+        if !summary.flows.is_empty() {
+            writers.write(schema::L4_FLOW_LOG, &[builder.build_flows(&summary.flows)?])?;
+        }
+    }
+    bar.finish_and_clear();
+    let secs = started.elapsed().as_secs_f64();
+    let undecodable = counters.undecodable_packets.load(Ordering::Relaxed);
+    eprintln!(
+        "{} files: {frames} frames ({:.0}/s), {undecodable} undecodable, {spans} spans, {flows} flows → {}",
+        files.len() - failed,
+        frames as f64 / secs.max(1e-9),
+        store.data_dir.display()
+    );
+    if failed == files.len() {
+        anyhow::bail!("no file could be read");
+    }
     Ok(())
 }
 

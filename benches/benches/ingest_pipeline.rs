@@ -14,7 +14,7 @@ use wiretrace_ingest::{
     IngestCounters,
     batch::SpanBatchBuilder,
     event::{EventView, KernelClock},
-    pairing::SpanAssembler,
+    sockets::SpanAssembler,
     synth::{SyntheticSocket, request, response},
 };
 

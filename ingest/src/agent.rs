@@ -12,13 +12,19 @@ use tokio::{
     sync::mpsc,
 };
 
+use wiretrace_storage::schema::{L4_FLOW_LOG, L7_FLOW_LOG};
+
 use crate::{
     batch::SpanBatchBuilder,
+    capture::CaptureRule,
     counters::IngestCounters,
     error::IngestError,
     event::{EventView, KernelClock, unix_now_micros},
+    flows::FlowRecord,
     loader::{self, ProbeOptions},
-    pairing::SpanAssembler,
+    nics::{NicCaptures, NicOptions, PacketOutput},
+    sockets::SpanAssembler,
+    span::Span,
 };
 
 /// How the agent identifies itself and batches its output.
@@ -32,6 +38,23 @@ pub struct AgentConfig {
     pub probe: ProbeOptions,
     /// How often completed spans are sent to storage.
     pub flush_interval: Duration,
+    /// Packet capture rules (none: eBPF only).
+    pub capture_rules: Vec<CaptureRule>,
+    /// Bytes kept per captured frame.
+    pub snaplen: u32,
+}
+
+/// Bytes kept per captured frame by default: headers through two tunnel tiers plus the start
+/// of an HTTP head.
+pub const DEFAULT_SNAPLEN: u32 = 512;
+
+/// A batch for one table.
+#[derive(Debug)]
+pub struct TableBatch {
+    /// `l7_flow_log` or `l4_flow_log`.
+    pub table: &'static str,
+    /// The rows.
+    pub batch: RecordBatch,
 }
 
 impl Default for AgentConfig {
@@ -41,6 +64,8 @@ impl Default for AgentConfig {
             host: gethostname::gethostname().to_string_lossy().into_owned(),
             probe: ProbeOptions::default(),
             flush_interval: Duration::from_millis(500),
+            capture_rules: Vec::new(),
+            snaplen: DEFAULT_SNAPLEN,
         }
     }
 }
@@ -71,10 +96,10 @@ impl Agent {
         Arc::clone(&self.counters)
     }
 
-    /// Captures until `shutdown` resolves, sending span batches to `sink`.
+    /// Captures until `shutdown` resolves, sending span and flow batches to `sink`.
     pub async fn run(
         self,
-        sink: mpsc::Sender<RecordBatch>,
+        sink: mpsc::Sender<TableBatch>,
         shutdown: impl Future<Output = ()>,
     ) -> Result<(), IngestError> {
         let Agent {
@@ -84,12 +109,31 @@ impl Agent {
         } = self;
         let clock = KernelClock::now();
         let mut assembler = SpanAssembler::new(clock);
-        let mut builder = SpanBatchBuilder::new(config.agent_id, config.host.clone());
+        let mut out = Outbox {
+            builder: SpanBatchBuilder::new(config.agent_id, config.host.clone()),
+            spans: Vec::new(),
+            flows: Vec::new(),
+            sink,
+            counters: Arc::clone(&counters),
+        };
+        let (packets_tx, mut packets) = mpsc::channel(256);
+        let mut nics = (!config.capture_rules.is_empty()).then(|| {
+            NicCaptures::start(
+                NicOptions {
+                    rules: config.capture_rules.clone(),
+                    snaplen: config.snaplen,
+                    flush_interval: config.flush_interval,
+                },
+                packets_tx,
+                Arc::clone(&counters),
+            )
+        });
         let loader::LoadedProbes { events, attached } = probes;
         // SAFETY: the ring buffer owns its fd and outlives the registration (both die together).
         let mut ring = unsafe { AsyncFd::register_with_interest(events, Interest::READABLE) }
             .map_err(|e| IngestError::Io(e.into()))?;
         let mut tick = tokio::time::interval(config.flush_interval);
+        let mut rescan = tokio::time::interval(RESCAN_INTERVAL);
         tokio::pin!(shutdown);
         loop {
             tokio::select! {
@@ -105,33 +149,79 @@ impl Agent {
                     }
                     guard.clear_ready();
                 }
+                Some(p) = packets.recv() => out.add(p),
                 _ = tick.tick() => {
                     counters.kernel_ring_drops.store(attached.kernel_drops(), Ordering::Relaxed);
-                    flush(&mut assembler, &mut builder, &sink, &counters).await?;
+                    out.spans.append(&mut assembler.take_spans());
+                    out.flush().await?;
                     assembler.expire_idle(unix_now_micros(), &counters);
                 }
-                () = &mut shutdown => {
-                    flush(&mut assembler, &mut builder, &sink, &counters).await?;
-                    return Ok(());
+                _ = rescan.tick(), if nics.is_some() => {
+                    if let Some(n) = nics.take() {
+                        nics = Some(tokio::task::spawn_blocking(move || { let mut n = n; n.rescan(); n })
+                            .await
+                            .map_err(|e| IngestError::Io(std::io::Error::other(e)))?);
+                    }
+                }
+                () = &mut shutdown => break,
+            }
+        }
+        // Stop the capture threads while still taking what they hand over.
+        if let Some(n) = nics.take() {
+            let mut stopping = tokio::task::spawn_blocking(move || n.stop());
+            loop {
+                tokio::select! {
+                    Some(p) = packets.recv() => out.add(p),
+                    _ = &mut stopping => break,
                 }
             }
         }
+        while let Ok(p) = packets.try_recv() {
+            out.add(p);
+        }
+        out.spans.append(&mut assembler.take_spans());
+        out.flush().await
     }
 }
 
-async fn flush(
-    assembler: &mut SpanAssembler,
-    builder: &mut SpanBatchBuilder,
-    sink: &mpsc::Sender<RecordBatch>,
-    counters: &IngestCounters,
-) -> Result<(), IngestError> {
-    let spans = assembler.take_spans();
-    if spans.is_empty() {
-        return Ok(());
+/// How often packet capture looks for new interfaces.
+const RESCAN_INTERVAL: Duration = Duration::from_secs(2);
+
+/// Spans and flows waiting for the next flush.
+#[derive(Debug)]
+struct Outbox {
+    builder: SpanBatchBuilder,
+    spans: Vec<Span>,
+    flows: Vec<FlowRecord>,
+    sink: mpsc::Sender<TableBatch>,
+    counters: Arc<IngestCounters>,
+}
+
+impl Outbox {
+    fn add(&mut self, p: PacketOutput) {
+        self.spans.extend(p.spans);
+        self.flows.extend(p.flows);
     }
-    let batch = builder.build(&spans)?;
-    if sink.send(batch).await.is_err() {
-        IngestCounters::add(&counters.batches_dropped, 1);
+
+    async fn flush(&mut self) -> Result<(), IngestError> {
+        let mut batches = Vec::new();
+        if !self.spans.is_empty() {
+            batches.push(TableBatch {
+                table: L7_FLOW_LOG,
+                batch: self.builder.build(&std::mem::take(&mut self.spans))?,
+            });
+        }
+        if !self.flows.is_empty() {
+            batches.push(TableBatch {
+                table: L4_FLOW_LOG,
+                batch: self.builder.build_flows(&std::mem::take(&mut self.flows))?,
+            });
+        }
+        for b in batches {
+            if self.sink.send(b).await.is_err() {
+                IngestCounters::add(&self.counters.batches_dropped, 1);
+            }
+        }
+        Ok(())
     }
-    Ok(())
 }

@@ -1,17 +1,22 @@
 //! Spans → Arrow record batches with the `l7_flow_log` schema from storage.
 
-use std::sync::Arc;
+use std::{net::IpAddr, sync::Arc};
 
 use arrow::{
     array::{
-        ArrayRef, Int32Array, Int64Array, RecordBatch, StringArray, TimestampMicrosecondArray,
-        UInt32Array, new_null_array,
+        ArrayRef, BinaryArray, Int32Array, Int64Array, RecordBatch, StringArray,
+        TimestampMicrosecondArray, UInt32Array, new_null_array,
     },
     datatypes::Field,
 };
-use wiretrace_storage::schema::l7_flow_log_schema;
+use wiretrace_storage::schema::{l4_flow_log_schema, l7_flow_log_schema};
 
-use crate::span::Span;
+use wiretrace_packet::Tunnel;
+
+use crate::{
+    flows::FlowRecord,
+    span::{PacketSeen, ProcessSeen, Seen, Span},
+};
 
 /// Builds `l7_flow_log` batches for one agent, deriving each row's `_id`.
 #[derive(Debug)]
@@ -61,6 +66,22 @@ impl SpanBatchBuilder {
             )
         };
         let client = |s: &Span| s.observation_point == "c-p";
+        let proc_i64 = |f: &dyn Fn(&ProcessSeen) -> Option<i64>| -> ArrayRef {
+            i64s(&|s| s.process().and_then(f))
+        };
+        let proc_str = |f: &dyn for<'a> Fn(&'a Span, &'a ProcessSeen) -> Option<&'a str>| {
+            strs(&|s| s.process().and_then(|p| f(s, p)))
+        };
+        let pkt_str = |f: &dyn for<'a> Fn(&'a PacketSeen) -> Option<&'a str>| {
+            strs(&|s| s.packet().and_then(f))
+        };
+        let tunnel_ip = |outer: fn(&Tunnel) -> IpAddr| -> ArrayRef {
+            Arc::new(
+                s.iter()
+                    .map(|s| s.packet()?.tunnel.as_ref().map(|t| outer(t).to_string()))
+                    .collect::<StringArray>(),
+            )
+        };
         let columns: Vec<ArrayRef> = schema
             .fields()
             .iter()
@@ -70,10 +91,17 @@ impl SpanBatchBuilder {
                     "start_time" => time(&|s| s.start_us),
                     "end_time" => time(&|s| s.end_us),
                     "response_duration" => i64s(&|s| Some(s.end_us - s.start_us)),
-                    "signal_source" => constant("ebpf"),
+                    "signal_source" => strs(&|s| {
+                        Some(match s.seen {
+                            Seen::Process(_) => "ebpf",
+                            Seen::Packet(_) => "packet",
+                        })
+                    }),
                     "observation_point" => strs(&|s| Some(s.observation_point)),
                     "agent_id" => Arc::new(Int32Array::from(vec![i32::from(self.agent_id); n])),
                     "host" => constant(&self.host),
+                    "capture_nic" => pkt_str(&|p| Some(&p.point.nic)),
+                    "netns" => pkt_str(&|p| Some(&p.point.netns)),
                     "ip_0" => strs(&|s| Some(&s.client.0)),
                     "ip_1" => strs(&|s| Some(&s.server.0)),
                     "client_port" => Arc::new(
@@ -87,6 +115,10 @@ impl SpanBatchBuilder {
                             .collect::<Int32Array>(),
                     ),
                     "protocol" => constant("tcp"),
+                    "tunnel_type" => pkt_str(&|p| p.tunnel.map(|t| t.kind.name())),
+                    "tunnel_ip_0" => tunnel_ip(|t| t.outer_src),
+                    "tunnel_ip_1" => tunnel_ip(|t| t.outer_dst),
+                    "tunnel_id" => i64s(&|s| s.packet()?.tunnel?.id.map(i64::from)),
                     "l7_protocol" => constant("http"),
                     "version" => strs(&|s| Some(s.version)),
                     "type" => constant("session"),
@@ -115,22 +147,116 @@ impl SpanBatchBuilder {
                             .map(|s| Some(s.resp_tcp_seq))
                             .collect::<UInt32Array>(),
                     ),
-                    "syscall_trace_id_request" => i64s(&|s| nonzero(s.syscall_trace_id_request)),
-                    "syscall_trace_id_response" => i64s(&|s| nonzero(s.syscall_trace_id_response)),
-                    "syscall_thread_0" => i64s(&|s| Some(i64::from(s.thread_0))),
-                    "syscall_thread_1" => i64s(&|s| Some(i64::from(s.thread_1))),
-                    "syscall_cap_seq_0" => i64s(&|s| Some(s.cap_seq_0 as i64)),
-                    "syscall_cap_seq_1" => i64s(&|s| Some(s.cap_seq_1 as i64)),
-                    "process_id_0" => i64s(&|s| client(s).then_some(i64::from(s.pid))),
-                    "process_id_1" => i64s(&|s| (!client(s)).then_some(i64::from(s.pid))),
-                    "process_kname_0" => strs(&|s| client(s).then_some(&*s.comm)),
-                    "process_kname_1" => strs(&|s| (!client(s)).then_some(&*s.comm)),
+                    "syscall_trace_id_request" => {
+                        proc_i64(&|p| nonzero(p.syscall_trace_id_request))
+                    }
+                    "syscall_trace_id_response" => {
+                        proc_i64(&|p| nonzero(p.syscall_trace_id_response))
+                    }
+                    "syscall_thread_0" => proc_i64(&|p| Some(i64::from(p.thread_0))),
+                    "syscall_thread_1" => proc_i64(&|p| Some(i64::from(p.thread_1))),
+                    "syscall_cap_seq_0" => proc_i64(&|p| Some(p.cap_seq_0 as i64)),
+                    "syscall_cap_seq_1" => proc_i64(&|p| Some(p.cap_seq_1 as i64)),
+                    "process_id_0" => {
+                        i64s(&|s| s.process().filter(|_| client(s)).map(|p| i64::from(p.pid)))
+                    }
+                    "process_id_1" => {
+                        i64s(&|s| s.process().filter(|_| !client(s)).map(|p| i64::from(p.pid)))
+                    }
+                    "process_kname_0" => proc_str(&|s, p| client(s).then_some(&*p.comm)),
+                    "process_kname_1" => proc_str(&|s, p| (!client(s)).then_some(&*p.comm)),
                     "x_request_id_0" => strs(&|s| s.x_request_id.0.as_deref()),
                     "x_request_id_1" => strs(&|s| s.x_request_id.1.as_deref()),
                     "trace_id" => strs(&|s| s.trace_id.as_deref()),
                     "span_id" => strs(&|s| s.span_id.as_deref()),
                     "parent_span_id" => strs(&|s| s.parent_span_id.as_deref()),
-                    "flow_id" => i64s(&|s| Some(s.socket_id as i64)),
+                    "flow_id" => i64s(&|s| Some(s.flow_id as i64)),
+                    "captured_headers" => Arc::new(
+                        s.iter()
+                            .map(|s| s.packet().map(|p| p.headers.as_slice()))
+                            .collect::<BinaryArray>(),
+                    ),
+                    _ => null_column(field, n),
+                }
+            })
+            .collect();
+        RecordBatch::try_new(schema, columns)
+    }
+}
+
+impl SpanBatchBuilder {
+    /// One `l4_flow_log` batch holding `flows`.
+    pub fn build_flows(
+        &mut self,
+        flows: &[FlowRecord],
+    ) -> Result<RecordBatch, arrow::error::ArrowError> {
+        let schema = l4_flow_log_schema();
+        let n = flows.len();
+        let ids: Vec<i64> = flows.iter().map(|f| self.next_id(f.start_us)).collect();
+        let f = flows;
+        let strs = |g: &dyn for<'a> Fn(&'a FlowRecord) -> Option<&'a str>| -> ArrayRef {
+            Arc::new(f.iter().map(g).collect::<StringArray>())
+        };
+        let i64s = |g: &dyn Fn(&FlowRecord) -> Option<i64>| -> ArrayRef {
+            Arc::new(f.iter().map(g).collect::<Int64Array>())
+        };
+        let i32s = |g: &dyn Fn(&FlowRecord) -> i32| -> ArrayRef {
+            Arc::new(f.iter().map(g).collect::<Int32Array>())
+        };
+        let time = |g: &dyn Fn(&FlowRecord) -> Option<i64>| -> ArrayRef {
+            Arc::new(
+                f.iter()
+                    .map(g)
+                    .collect::<TimestampMicrosecondArray>()
+                    .with_timezone("UTC"),
+            )
+        };
+        let tunnel_ip = |outer: fn(&Tunnel) -> IpAddr| -> ArrayRef {
+            Arc::new(
+                f.iter()
+                    .map(|r| r.tunnel.as_ref().map(|t| outer(t).to_string()))
+                    .collect::<StringArray>(),
+            )
+        };
+        let columns: Vec<ArrayRef> = schema
+            .fields()
+            .iter()
+            .map(|field| -> ArrayRef {
+                match field.name().as_str() {
+                    "_id" => Arc::new(Int64Array::from(ids.clone())),
+                    "start_time" => time(&|r| Some(r.start_us)),
+                    "end_time" => time(&|r| Some(r.end_us)),
+                    "duration" => i64s(&|r| Some(r.end_us - r.start_us)),
+                    "agent_id" => i32s(&|_| i32::from(self.agent_id)),
+                    "host" => Arc::new(StringArray::from_iter_values(std::iter::repeat_n(
+                        self.host.as_str(),
+                        n,
+                    ))),
+                    "capture_nic" => strs(&|r| Some(&r.point.nic)),
+                    "netns" => strs(&|r| Some(&r.point.netns)),
+                    "nic_role" => strs(&|r| Some(r.point.role.name())),
+                    "protocol" => strs(&|r| Some(r.protocol)),
+                    "ip_0" => strs(&|r| Some(&r.ends[0].0)),
+                    "ip_1" => strs(&|r| Some(&r.ends[1].0)),
+                    "client_port" => i32s(&|r| i32::from(r.ends[0].1)),
+                    "server_port" => i32s(&|r| i32::from(r.ends[1].1)),
+                    "tunnel_type" => strs(&|r| r.tunnel.map(|t| t.kind.name())),
+                    "tunnel_ip_0" => tunnel_ip(|t| t.outer_src),
+                    "tunnel_ip_1" => tunnel_ip(|t| t.outer_dst),
+                    "tunnel_id" => i64s(&|r| r.tunnel?.id.map(i64::from)),
+                    "bytes_0" => i64s(&|r| Some(r.bytes[0] as i64)),
+                    "bytes_1" => i64s(&|r| Some(r.bytes[1] as i64)),
+                    "packets_0" => i64s(&|r| Some(r.packets[0] as i64)),
+                    "packets_1" => i64s(&|r| Some(r.packets[1] as i64)),
+                    "retransmissions_0" => i64s(&|r| Some(r.retransmissions[0] as i64)),
+                    "retransmissions_1" => i64s(&|r| Some(r.retransmissions[1] as i64)),
+                    "syn_time" => time(&|r| r.syn_us),
+                    "syn_ack_time" => time(&|r| r.syn_ack_us),
+                    "fin_time_0" => time(&|r| r.fin_us[0]),
+                    "fin_time_1" => time(&|r| r.fin_us[1]),
+                    "handshake_rtt" => i64s(&|r| r.handshake_rtt_us()),
+                    "close_type" => strs(&|r| Some(r.close)),
+                    "flow_id" => i64s(&|r| Some(r.flow_id as i64)),
                     _ => null_column(field, n),
                 }
             })
@@ -162,7 +288,7 @@ mod tests {
     use crate::{
         counters::IngestCounters,
         event::{EventView, KernelClock},
-        pairing::SpanAssembler,
+        sockets::SpanAssembler,
         synth::{SyntheticSocket, request, response},
     };
     use wiretrace_ebpf_common::Direction;

@@ -46,6 +46,16 @@ counters!(
     idle_connections_dropped,
     /// Span batches that could not be handed to storage.
     batches_dropped,
+    /// Frames captured on NICs (AF_PACKET) or read from pcap files.
+    packets,
+    /// Frames the kernel dropped because a capture ring was full.
+    packet_drops,
+    /// Frames no header walk could decode (truncated, malformed, unsupported).
+    undecodable_packets,
+    /// TCP segments that skipped ahead of the bytes seen so far (lost capture).
+    packet_gaps,
+    /// TCP/UDP flows opened at capture points.
+    flows,
 );
 
 impl IngestCounters {

@@ -23,6 +23,14 @@ pub enum IngestError {
     /// An I/O error while reading events.
     #[error("reading events: {0}")]
     Io(#[from] std::io::Error),
+    /// A capture file could not be read.
+    #[error("{path}: {detail}")]
+    Pcap {
+        /// The file.
+        path: std::path::PathBuf,
+        /// What went wrong.
+        detail: String,
+    },
     /// Building an Arrow batch failed.
     #[error("building span batch: {0}")]
     Arrow(#[from] arrow::error::ArrowError),

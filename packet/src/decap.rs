@@ -169,9 +169,68 @@ enum Layer {
     EtherType(u16),
 }
 
+/// The link layer a capture's frames start with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Link {
+    /// Ethernet (pcap LINKTYPE_ETHERNET, AF_PACKET on Ethernet-like NICs).
+    Ethernet,
+    /// Linux cooked capture v1 (`tcpdump -i any`), 16-byte header.
+    LinuxSll,
+    /// Linux cooked capture v2, 20-byte header.
+    LinuxSll2,
+    /// Bare IPv4 or IPv6 packets.
+    RawIp,
+}
+
+impl Link {
+    /// The link for a pcap LINKTYPE value, if supported.
+    pub fn from_linktype(linktype: i32) -> Option<Self> {
+        Some(match linktype {
+            1 => Self::Ethernet,
+            113 => Self::LinuxSll,
+            276 => Self::LinuxSll2,
+            12 | 14 | 101 | 228 | 229 => Self::RawIp,
+            _ => return None,
+        })
+    }
+
+    /// Whether the frame was leaving the host, when the link header says (cooked captures).
+    pub fn outgoing(self, frame: &[u8]) -> Option<bool> {
+        let pkttype = match self {
+            Self::LinuxSll => be16(frame, 0, "sll").ok()?,
+            Self::LinuxSll2 => u16::from(*frame.get(10)?),
+            Self::Ethernet | Self::RawIp => return None,
+        };
+        Some(pkttype == 4) // PACKET_OUTGOING
+    }
+}
+
 /// Decapsulates an Ethernet frame.
 pub fn decap(frame: &[u8]) -> Result<Decapsulated, DecapError> {
-    walk(frame, Layer::Ethernet)
+    walk(frame, Layer::Ethernet, 0)
+}
+
+/// Decapsulates a frame that starts with `link`'s header.
+pub fn decap_link(link: Link, frame: &[u8]) -> Result<Decapsulated, DecapError> {
+    match link {
+        Link::Ethernet => decap(frame),
+        Link::LinuxSll => walk(frame, Layer::EtherType(be16(frame, 14, "sll")?), 16),
+        Link::LinuxSll2 => walk(frame, Layer::EtherType(be16(frame, 0, "sll2")?), 20),
+        Link::RawIp => {
+            let version = frame.first().ok_or(DecapError::Truncated { layer: "ip" })? >> 4;
+            let ether_type = match version {
+                4 => ETHERTYPE_IPV4,
+                6 => ETHERTYPE_IPV6,
+                v => {
+                    return Err(DecapError::Unsupported {
+                        what: "IP version",
+                        value: u32::from(v),
+                    });
+                }
+            };
+            walk(frame, Layer::EtherType(ether_type), 0)
+        }
+    }
 }
 
 fn be16(b: &[u8], at: usize, layer: &'static str) -> Result<u16, DecapError> {
@@ -190,10 +249,10 @@ fn malformed(layer: &'static str) -> impl Fn(String) -> DecapError {
     }
 }
 
-fn walk(frame: &[u8], first: Layer) -> Result<Decapsulated, DecapError> {
+fn walk(frame: &[u8], first: Layer, start: usize) -> Result<Decapsulated, DecapError> {
     let mut tunnels = Vec::new();
     let mut vlans = Vec::new();
-    let mut off = 0usize;
+    let mut off = start;
     let mut layer = first;
     loop {
         // Link layer (Ethernet + VLAN tags) down to an EtherType.

@@ -10,5 +10,6 @@ mod decap;
 mod tunnel;
 
 pub use decap::{
-    DecapError, Decapsulated, Inner, L4, MAX_TUNNEL_TIERS, TcpInfo, Tunnel, TunnelKind, decap,
+    DecapError, Decapsulated, Inner, L4, Link, MAX_TUNNEL_TIERS, TcpInfo, Tunnel, TunnelKind,
+    decap, decap_link,
 };

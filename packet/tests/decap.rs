@@ -163,7 +163,12 @@ fn plain_ethernet_ipv4_tcp() {
     padded.extend_from_slice(&[0; 6]);
     let p = decap(&padded).unwrap();
     assert_eq!(p.payload_len(padded.len()), 18);
-    assert_eq!(decap(&padded[..p.payload_offset]).unwrap().payload_len(padded.len()), 18);
+    assert_eq!(
+        decap(&padded[..p.payload_offset])
+            .unwrap()
+            .payload_len(padded.len()),
+        18
+    );
 }
 
 #[test]

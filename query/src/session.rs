@@ -3,6 +3,7 @@
 
 use std::{path::Path, sync::Arc};
 
+use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::{
     datasource::{
         file_format::parquet::ParquetFormat,
@@ -15,10 +16,7 @@ use datafusion_postgres::{
     datafusion_pg_catalog::pg_catalog::{context::EmptyContextProvider, setup_pg_catalog},
     datafusion_pg_functions,
 };
-use wiretrace_storage::{
-    paths,
-    schema::{L7_FLOW_LOG, l7_flow_log_schema},
-};
+use wiretrace_storage::{paths, schema::tables};
 
 use crate::{error::QueryError, stats::StatsTable};
 
@@ -28,7 +26,7 @@ pub const QUERY_MEMORY_LIMIT: usize = 4 << 30;
 /// Catalog name clients see as the database.
 pub const CATALOG: &str = "wiretrace";
 
-/// A session over the data dir: `l7_flow_log` plus pg_catalog and information_schema.
+/// A session over the data dir: `l7_flow_log`, `l4_flow_log`, pg_catalog and information_schema.
 pub async fn session(data_dir: &Path) -> Result<SessionContext, QueryError> {
     let config = SessionConfig::new()
         .with_default_catalog_and_schema(CATALOG, "public")
@@ -39,7 +37,9 @@ pub async fn session(data_dir: &Path) -> Result<SessionContext, QueryError> {
         .with_memory_limit(QUERY_MEMORY_LIMIT, 1.0)
         .build_arc()?;
     let mut ctx = SessionContext::new_with_config_rt(config, runtime);
-    register_span_table(&ctx, data_dir)?;
+    for (name, schema, _) in tables() {
+        register_table(&ctx, data_dir, name, schema)?;
+    }
     setup_pg_catalog(&ctx, CATALOG, EmptyContextProvider)
         .map_err(|e| QueryError::Catalog(e.to_string()))?;
     datafusion_pg_functions::register_all(&mut ctx);
@@ -47,9 +47,14 @@ pub async fn session(data_dir: &Path) -> Result<SessionContext, QueryError> {
     Ok(ctx)
 }
 
-/// Registers `l7_flow_log` over the Parquet files under `data_dir` (all partitions).
-fn register_span_table(ctx: &SessionContext, data_dir: &Path) -> Result<(), QueryError> {
-    let dir = paths::table_dir(data_dir, L7_FLOW_LOG);
+/// Registers table `name` over its Parquet files under `data_dir` (all partitions).
+fn register_table(
+    ctx: &SessionContext,
+    data_dir: &Path,
+    name: &str,
+    schema: SchemaRef,
+) -> Result<(), QueryError> {
+    let dir = paths::table_dir(data_dir, name);
     std::fs::create_dir_all(&dir).map_err(|source| QueryError::Io {
         op: format!("creating {}", dir.display()),
         source,
@@ -63,8 +68,8 @@ fn register_span_table(ctx: &SessionContext, data_dir: &Path) -> Result<(), Quer
         ListingOptions::new(Arc::new(ParquetFormat::default())).with_file_extension(".parquet");
     let config = ListingTableConfig::new(url)
         .with_listing_options(options)
-        .with_schema(l7_flow_log_schema());
-    ctx.register_table(L7_FLOW_LOG, Arc::new(ListingTable::try_new(config)?))?;
+        .with_schema(schema);
+    ctx.register_table(name, Arc::new(ListingTable::try_new(config)?))?;
     Ok(())
 }
 

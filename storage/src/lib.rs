@@ -10,4 +10,4 @@ pub mod schema;
 mod writer;
 
 pub use error::{Result, StorageError};
-pub use writer::{LOOKUP_KEY_COLUMNS, PartitionedWriter, WriteStats};
+pub use writer::{LOOKUP_KEY_COLUMNS, PartitionedWriter, TableWriters, WriteStats};

@@ -8,6 +8,9 @@ use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
 /// Name of the span table.
 pub const L7_FLOW_LOG: &str = "l7_flow_log";
 
+/// Name of the flow table.
+pub const L4_FLOW_LOG: &str = "l4_flow_log";
+
 /// Metadata key holding a column's documentation.
 pub const DOC_KEY: &str = "doc";
 
@@ -233,10 +236,133 @@ static L7_FIELDS: LazyLock<Vec<Field>> = LazyLock::new(|| {
     ]
 });
 
+/// Columns of `l4_flow_log`, in order. Suffix 0 = client side, 1 = server side.
+static L4_FIELDS: LazyLock<Vec<Field>> = LazyLock::new(|| {
+    use DataType::*;
+    let ts_opt = |name: &str, doc: &str| col(name, ts(), true, doc);
+    vec![
+        col(
+            "_id",
+            Int64,
+            false,
+            "Row id: unix second << 32 | agent << 24 | counter",
+        ),
+        col(
+            "start_time",
+            ts(),
+            false,
+            "First packet of the flow at this capture point (UTC, µs)",
+        ),
+        col("end_time", ts(), false, "Last packet (UTC, µs)"),
+        col("duration", Int64, false, "end_time - start_time in µs"),
+        col("agent_id", Int32, false, "Agent that captured the flow"),
+        col("host", Utf8, false, "Host name of the agent"),
+        col(
+            "capture_nic",
+            Utf8,
+            false,
+            "Interface the packets were captured on (or pcapng interface)",
+        ),
+        col(
+            "netns",
+            Utf8,
+            false,
+            "Network namespace of the interface (or the pcap file name)",
+        ),
+        col(
+            "nic_role",
+            Utf8,
+            false,
+            "What the interface is: pod, node, local or rest",
+        ),
+        col("protocol", Utf8, false, "tcp or udp"),
+        col(
+            "ip_0",
+            Utf8,
+            false,
+            "Client address (SYN sender, else first sender)",
+        ),
+        col("ip_1", Utf8, false, "Server address"),
+        col("client_port", Int32, false, "Client port"),
+        col("server_port", Int32, false, "Server port"),
+        col(
+            "tunnel_type",
+            Utf8,
+            true,
+            "Outermost tunnel: vxlan, geneve, gre, gre-teb, ipip, ip6in4",
+        ),
+        col(
+            "tunnel_ip_0",
+            Utf8,
+            true,
+            "Outer source address of the first packet",
+        ),
+        col(
+            "tunnel_ip_1",
+            Utf8,
+            true,
+            "Outer destination address of the first packet",
+        ),
+        col("tunnel_id", Int64, true, "VNI or GRE key"),
+        col("bytes_0", Int64, false, "Payload bytes client → server"),
+        col("bytes_1", Int64, false, "Payload bytes server → client"),
+        col("packets_0", Int64, false, "Packets client → server"),
+        col("packets_1", Int64, false, "Packets server → client"),
+        col(
+            "retransmissions_0",
+            Int64,
+            false,
+            "Client segments repeating bytes already seen",
+        ),
+        col(
+            "retransmissions_1",
+            Int64,
+            false,
+            "Server segments repeating bytes already seen",
+        ),
+        ts_opt("syn_time", "SYN seen (UTC, µs)"),
+        ts_opt("syn_ack_time", "SYN-ACK seen (UTC, µs)"),
+        ts_opt("fin_time_0", "Client's FIN seen (UTC, µs)"),
+        ts_opt("fin_time_1", "Server's FIN seen (UTC, µs)"),
+        col(
+            "handshake_rtt",
+            Int64,
+            true,
+            "SYN → SYN-ACK at this capture point, µs",
+        ),
+        col(
+            "close_type",
+            Utf8,
+            false,
+            "fin, rst, timeout, or open (capture ended first)",
+        ),
+        col(
+            "flow_id",
+            Int64,
+            false,
+            "Per-capture-point flow id (l7_flow_log.flow_id of its spans)",
+        ),
+    ]
+});
+
+/// Arrow schema of `l4_flow_log`.
+pub fn l4_flow_log_schema() -> SchemaRef {
+    static SCHEMA: LazyLock<SchemaRef> = LazyLock::new(|| Arc::new(Schema::new(L4_FIELDS.clone())));
+    Arc::clone(&SCHEMA)
+}
+
 /// Arrow schema of `l7_flow_log`.
 pub fn l7_flow_log_schema() -> SchemaRef {
     static SCHEMA: LazyLock<SchemaRef> = LazyLock::new(|| Arc::new(Schema::new(L7_FIELDS.clone())));
     Arc::clone(&SCHEMA)
+}
+
+/// Every table: name, schema, and the timestamp column it is partitioned by.
+pub fn tables() -> [(&'static str, SchemaRef, &'static str); 2] {
+    [
+        (L7_FLOW_LOG, l7_flow_log_schema(), "start_time"),
+        (L4_FLOW_LOG, l4_flow_log_schema(), "start_time"),
+    ]
 }
 
 /// Index of a column of `l7_flow_log` by name; panics on a name that is not in the schema,
@@ -254,12 +380,13 @@ mod tests {
 
     #[test]
     fn every_column_is_documented_and_unique() {
-        let schema = l7_flow_log_schema();
-        let mut names = std::collections::HashSet::new();
-        for f in schema.fields() {
-            assert!(names.insert(f.name().clone()), "duplicate {}", f.name());
-            let doc = f.metadata().get(DOC_KEY).expect("doc");
-            assert!(!doc.is_empty());
+        for schema in [l7_flow_log_schema(), l4_flow_log_schema()] {
+            let mut names = std::collections::HashSet::new();
+            for f in schema.fields() {
+                assert!(names.insert(f.name().clone()), "duplicate {}", f.name());
+                let doc = f.metadata().get(DOC_KEY).expect("doc");
+                assert!(!doc.is_empty());
+            }
         }
         assert_eq!(l7_column("_id"), 0);
     }

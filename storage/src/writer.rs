@@ -178,6 +178,38 @@ impl PartitionedWriter {
     }
 }
 
+/// One writer per table of the schema, picked by table name.
+#[derive(Debug)]
+pub struct TableWriters {
+    writers: Vec<(&'static str, PartitionedWriter)>,
+}
+
+impl TableWriters {
+    /// Writers for every table under `data_dir`.
+    pub fn open(data_dir: &Path) -> Result<Self> {
+        let writers = crate::schema::tables()
+            .into_iter()
+            .map(|(name, schema, time)| {
+                Ok((name, PartitionedWriter::new(data_dir, name, schema, time)?))
+            })
+            .collect::<Result<_>>()?;
+        Ok(Self { writers })
+    }
+
+    /// Writes `batches` to `table`.
+    pub fn write(&self, table: &str, batches: &[RecordBatch]) -> Result<WriteStats> {
+        let (_, w) = self
+            .writers
+            .iter()
+            .find(|(name, _)| *name == table)
+            .ok_or_else(|| StorageError::Schema {
+                table: table.to_string(),
+                detail: "no such table".into(),
+            })?;
+        w.write(batches)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use arrow::{

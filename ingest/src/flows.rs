@@ -1,0 +1,356 @@
+//! Packets at one capture point → TCP flows → HTTP spans and `l4_flow_log` rows. Each frame is
+//! decapsulated to its inner TCP header (the one parser in `wiretrace-packet`); a flow's payload
+//! is fed in sequence order to the same [`Conversation`] socket events use, so a span's
+//! `req_tcp_seq` / `resp_tcp_seq` are the first bytes' sequence numbers, as in eBPF spans.
+
+use std::{net::IpAddr, sync::Arc};
+
+use rustc_hash::FxHashMap;
+use wiretrace_ebpf_common::Direction;
+use wiretrace_packet::{L4, Tunnel, decap_link};
+
+use crate::{
+    capture::{CapturePoint, Frame, NicRole},
+    counters::IngestCounters,
+    pairing::{Chunk, Conversation, Ends, Exchange},
+    span::{PacketSeen, Seen, Span},
+};
+
+/// Flows with no packet for this long are closed (row written, state dropped).
+pub const FLOW_IDLE_TIMEOUT_US: i64 = 60 * 1_000_000;
+
+/// Most header bytes kept per span in `captured_headers`.
+const MAX_HEADER_BYTES: usize = 256;
+
+const FIN: u8 = 0x01;
+const SYN: u8 = 0x02;
+const RST: u8 = 0x04;
+const ACK: u8 = 0x10;
+
+/// One flow at one capture point, as a row of `l4_flow_log`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FlowRecord {
+    /// Where it was seen.
+    pub point: Arc<CapturePoint>,
+    /// Per-point flow id.
+    pub flow_id: u64,
+    /// "tcp" or "udp".
+    pub protocol: &'static str,
+    /// Client (SYN sender, else first sender) and server address and port.
+    pub ends: Ends,
+    /// First and last packet, unix µs.
+    pub start_us: i64,
+    /// Last packet, unix µs.
+    pub end_us: i64,
+    /// Payload bytes client→server and server→client.
+    pub bytes: [u64; 2],
+    /// Packets each way.
+    pub packets: [u64; 2],
+    /// Segments each way that repeated bytes already seen.
+    pub retransmissions: [u64; 2],
+    /// SYN, SYN-ACK, and first FIN of each side, unix µs.
+    pub syn_us: Option<i64>,
+    /// SYN-ACK time.
+    pub syn_ack_us: Option<i64>,
+    /// FIN times (client, server).
+    pub fin_us: [Option<i64>; 2],
+    /// The outermost tunnel.
+    pub tunnel: Option<Tunnel>,
+    /// "fin", "rst", "timeout" or "open" (still open when the agent stopped).
+    pub close: &'static str,
+}
+
+impl FlowRecord {
+    /// SYN → SYN-ACK at this capture point, µs.
+    pub fn handshake_rtt_us(&self) -> Option<i64> {
+        Some(self.syn_ack_us? - self.syn_us?)
+    }
+}
+
+/// What the first packet of a message tells.
+#[derive(Debug)]
+struct PacketMeta {
+    headers: Vec<u8>,
+    outgoing: Option<bool>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+struct FlowKey {
+    lo: (IpAddr, u16),
+    hi: (IpAddr, u16),
+    proto: u8,
+    tunnel_id: u32,
+}
+
+#[derive(Debug)]
+struct Flow {
+    id: u64,
+    /// End 0 is the first packet's sender.
+    end0: (IpAddr, u16),
+    ends: Ends,
+    /// Which end sent the SYN.
+    client: Option<usize>,
+    conv: Conversation<PacketMeta>,
+    next_seq: [Option<u32>; 2],
+    fin: [bool; 2],
+    record: FlowRecord,
+}
+
+/// Turns the frames of one capture point into spans and flow rows.
+#[derive(Debug)]
+pub struct FlowTable {
+    point: Arc<CapturePoint>,
+    flows: FxHashMap<FlowKey, Flow>,
+    next_id: u64,
+    spans: Vec<Span>,
+    records: Vec<FlowRecord>,
+    scratch: Vec<Exchange<PacketMeta>>,
+}
+
+impl FlowTable {
+    /// A table for frames captured at `point`.
+    pub fn new(point: Arc<CapturePoint>) -> Self {
+        Self {
+            point,
+            flows: FxHashMap::default(),
+            next_id: 1,
+            spans: Vec::new(),
+            records: Vec::new(),
+            scratch: Vec::new(),
+        }
+    }
+
+    /// The capture point.
+    pub fn point(&self) -> &Arc<CapturePoint> {
+        &self.point
+    }
+
+    /// Feeds one frame.
+    pub fn push(&mut self, frame: &Frame<'_>, counters: &IngestCounters) {
+        IngestCounters::add(&counters.packets, 1);
+        let d = match decap_link(frame.link, frame.data) {
+            Ok(d) => d,
+            Err(_) => {
+                IngestCounters::add(&counters.undecodable_packets, 1);
+                return;
+            }
+        };
+        let (proto, tcp) = match d.inner.l4 {
+            L4::Tcp(t) => (6, Some(t)),
+            L4::Udp => (17, None),
+            L4::Other(_) => return,
+        };
+        let src = (d.inner.src, d.inner.src_port);
+        let dst = (d.inner.dst, d.inner.dst_port);
+        let tunnel = d.tunnels.first().copied();
+        let key = FlowKey {
+            lo: src.min(dst),
+            hi: src.max(dst),
+            proto,
+            tunnel_id: tunnel.and_then(|t| t.id).unwrap_or(0),
+        };
+        let payload_len = d.payload_len(frame.wire_len) as u64;
+        // The last ACK after both FINs (or a stray ACK) must not open a flow.
+        if tcp.is_some_and(|t| t.flags & SYN == 0)
+            && payload_len == 0
+            && !self.flows.contains_key(&key)
+        {
+            return;
+        }
+        let point = &self.point;
+        let next_id = &mut self.next_id;
+        let flow = self.flows.entry(key).or_insert_with(|| {
+            IngestCounters::add(&counters.flows, 1);
+            let id = *next_id;
+            *next_id += 1;
+            let ends: Ends = [
+                (src.0.to_string().into(), src.1),
+                (dst.0.to_string().into(), dst.1),
+            ];
+            Flow {
+                id,
+                end0: src,
+                client: None,
+                conv: Conversation::default(),
+                next_seq: [None; 2],
+                fin: [false; 2],
+                record: FlowRecord {
+                    point: Arc::clone(point),
+                    flow_id: id,
+                    protocol: if proto == 6 { "tcp" } else { "udp" },
+                    ends: ends.clone(),
+                    start_us: frame.time_us,
+                    end_us: frame.time_us,
+                    bytes: [0; 2],
+                    packets: [0; 2],
+                    retransmissions: [0; 2],
+                    syn_us: None,
+                    syn_ack_us: None,
+                    fin_us: [None; 2],
+                    tunnel,
+                    close: "open",
+                },
+                ends,
+            }
+        });
+        let dir = if src == flow.end0 {
+            Direction::Egress
+        } else {
+            Direction::Ingress
+        };
+        let side = dir as usize;
+        let rec = &mut flow.record;
+        rec.end_us = rec.end_us.max(frame.time_us);
+        rec.packets[side] += 1;
+        rec.bytes[side] += payload_len;
+        let Some(tcp) = tcp else {
+            return;
+        };
+        let flags = tcp.flags;
+        let mut seq = tcp.seq;
+        if flags & SYN != 0 {
+            if flags & ACK == 0 {
+                rec.syn_us.get_or_insert(frame.time_us);
+                flow.client = Some(side);
+            } else {
+                rec.syn_ack_us.get_or_insert(frame.time_us);
+                flow.client.get_or_insert(1 - side);
+            }
+            seq = seq.wrapping_add(1);
+            flow.next_seq[side] = Some(seq);
+        }
+        if payload_len > 0 {
+            let end = d.ip_end.unwrap_or(frame.data.len()).min(frame.data.len());
+            let payload = frame.data.get(d.payload_offset..end).unwrap_or_default();
+            let mut skip = 0u64;
+            if let Some(next) = flow.next_seq[side] {
+                let ahead = seq.wrapping_sub(next) as i32;
+                if ahead < 0 {
+                    // Starts before what was already seen: a retransmission (maybe partial).
+                    rec.retransmissions[side] += 1;
+                    skip = u64::from(ahead.unsigned_abs()).min(payload_len);
+                } else if ahead > 0 {
+                    IngestCounters::add(&counters.packet_gaps, 1);
+                    flow.conv.lost(dir);
+                }
+            }
+            if skip < payload_len {
+                let chunk = Chunk {
+                    dir,
+                    time_us: frame.time_us,
+                    tcp_seq: seq.wrapping_add(skip as u32),
+                    len: payload_len - skip,
+                    payload: payload.get(skip as usize..).unwrap_or_default(),
+                };
+                let headers = &frame.data[..d.payload_offset.min(MAX_HEADER_BYTES)];
+                let meta = || PacketMeta {
+                    headers: headers.to_vec(),
+                    outgoing: frame.outgoing,
+                };
+                flow.conv.push(&chunk, meta, counters, &mut self.scratch);
+                flow.next_seq[side] = Some(seq.wrapping_add(payload_len as u32));
+            }
+        }
+        if flags & FIN != 0 && !flow.fin[side] {
+            flow.fin[side] = true;
+            rec.fin_us[side] = Some(frame.time_us);
+            if let Some(n) = &mut flow.next_seq[side] {
+                *n = n.wrapping_add(1);
+            }
+        }
+        for x in self.scratch.drain(..) {
+            let point = observation_point(self.point.role, x.request.meta.outgoing);
+            let tunnel = flow.record.tunnel;
+            self.spans
+                .push(x.into_span(&flow.ends, point, flow.id, |req, _| {
+                    Seen::Packet(PacketSeen {
+                        point: Arc::clone(&self.point),
+                        tunnel,
+                        headers: req.meta.headers,
+                    })
+                }));
+        }
+        let closed = if flags & RST != 0 {
+            Some("rst")
+        } else if flow.fin == [true, true] {
+            Some("fin")
+        } else {
+            None
+        };
+        if let Some(how) = closed
+            && let Some(flow) = self.flows.remove(&key)
+        {
+            self.close(flow, how, counters);
+        }
+    }
+
+    fn close(&mut self, flow: Flow, how: &'static str, counters: &IngestCounters) {
+        IngestCounters::add(&counters.unanswered_requests, flow.conv.pending() as u64);
+        let mut rec = flow.record;
+        rec.close = how;
+        if flow.client == Some(1) {
+            rec.ends.swap(0, 1);
+            rec.bytes.swap(0, 1);
+            rec.packets.swap(0, 1);
+            rec.retransmissions.swap(0, 1);
+            rec.fin_us.swap(0, 1);
+        }
+        self.records.push(rec);
+    }
+
+    /// Closes flows idle since before `now_us - FLOW_IDLE_TIMEOUT_US`.
+    pub fn expire_idle(&mut self, now_us: i64, counters: &IngestCounters) {
+        let cutoff = now_us - FLOW_IDLE_TIMEOUT_US;
+        let idle: Vec<FlowKey> = self
+            .flows
+            .iter()
+            .filter(|(_, f)| f.record.end_us < cutoff)
+            .map(|(k, _)| *k)
+            .collect();
+        for k in idle {
+            if let Some(f) = self.flows.remove(&k) {
+                self.close(f, "timeout", counters);
+            }
+        }
+    }
+
+    /// Writes a row for every flow still open (the capture is ending).
+    pub fn finish(&mut self, counters: &IngestCounters) {
+        let open: Vec<FlowKey> = self.flows.keys().copied().collect();
+        for k in open {
+            if let Some(f) = self.flows.remove(&k) {
+                self.close(f, "open", counters);
+            }
+        }
+    }
+
+    /// Spans completed since the last call.
+    pub fn take_spans(&mut self) -> Vec<Span> {
+        std::mem::take(&mut self.spans)
+    }
+
+    /// Flow rows completed since the last call.
+    pub fn take_records(&mut self) -> Vec<FlowRecord> {
+        std::mem::take(&mut self.records)
+    }
+
+    /// Flows currently tracked.
+    pub fn flows(&self) -> usize {
+        self.flows.len()
+    }
+}
+
+/// Where on the path a span was seen, from the interface's role and whether the request's first
+/// packet was leaving (`outgoing`) or arriving through the interface.
+fn observation_point(role: NicRole, outgoing: Option<bool>) -> &'static str {
+    match (role, outgoing) {
+        (NicRole::Loopback, _) => "local",
+        // A pod's traffic arrives on the host end of its veth: the client is behind it.
+        (NicRole::Pod, Some(false)) => "c",
+        (NicRole::Pod, Some(true)) => "s",
+        // A node NIC sends what its node's clients ask.
+        (NicRole::Node, Some(true)) => "c-nd",
+        (NicRole::Node, Some(false)) => "s-nd",
+        _ => "rest",
+    }
+}

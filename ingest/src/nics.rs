@@ -1,0 +1,163 @@
+//! Live packet capture: one thread per selected interface, each owning its ring and its
+//! [`FlowTable`], sending spans and flow rows to the agent every flush. Interfaces that appear
+//! later (a new pod, a new namespace) are picked up by [`NicCaptures::rescan`]; a thread whose
+//! interface goes away ends and may be reopened by a later rescan.
+
+use std::{
+    collections::HashSet,
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicBool, Ordering},
+    },
+    thread::JoinHandle,
+    time::{Duration, Instant},
+};
+
+use tokio::sync::mpsc;
+
+use crate::{
+    capture::{CapturePoint, CaptureRule, Ring, discover},
+    counters::IngestCounters,
+    event::unix_now_micros,
+    flows::{FlowRecord, FlowTable},
+    span::Span,
+};
+
+/// What one capture thread hands over per flush.
+#[derive(Debug, Default)]
+pub struct PacketOutput {
+    /// Spans completed.
+    pub spans: Vec<Span>,
+    /// Flow rows completed.
+    pub flows: Vec<FlowRecord>,
+}
+
+/// How packet capture runs.
+#[derive(Debug, Clone)]
+pub struct NicOptions {
+    /// Which interfaces, in which namespaces, with which role.
+    pub rules: Vec<CaptureRule>,
+    /// Bytes kept per frame (headers plus a payload prefix).
+    pub snaplen: u32,
+    /// How often each thread hands over what it found.
+    pub flush_interval: Duration,
+}
+
+type OpenSet = Arc<Mutex<HashSet<(String, String)>>>;
+
+/// The running capture threads.
+#[derive(Debug)]
+pub struct NicCaptures {
+    options: NicOptions,
+    stop: Arc<AtomicBool>,
+    open: OpenSet,
+    threads: Vec<JoinHandle<()>>,
+    tx: mpsc::Sender<PacketOutput>,
+    counters: Arc<IngestCounters>,
+}
+
+impl NicCaptures {
+    /// Starts capturing on every interface the rules select now.
+    pub fn start(
+        options: NicOptions,
+        tx: mpsc::Sender<PacketOutput>,
+        counters: Arc<IngestCounters>,
+    ) -> Self {
+        let mut me = Self {
+            options,
+            stop: Arc::default(),
+            open: OpenSet::default(),
+            threads: Vec::new(),
+            tx,
+            counters,
+        };
+        me.rescan();
+        me
+    }
+
+    /// Opens captures on selected interfaces not yet captured.
+    pub fn rescan(&mut self) {
+        self.threads.retain(|t| !t.is_finished());
+        for (ns, point) in discover(&self.options.rules) {
+            let key = (point.netns.clone(), point.nic.clone());
+            if !lock(&self.open).insert(key.clone()) {
+                continue;
+            }
+            match Ring::open(&ns, &point.nic, self.options.snaplen) {
+                Ok(ring) => {
+                    tracing::info!(netns = %point.netns, nic = %point.nic, role = point.role.name(), "capturing packets");
+                    self.threads.push(self.spawn(point, ring, key));
+                }
+                Err(e) => {
+                    tracing::warn!(netns = %point.netns, nic = %point.nic, error = %e, "cannot capture");
+                    lock(&self.open).remove(&key);
+                }
+            }
+        }
+    }
+
+    /// Interfaces being captured, as (netns, nic).
+    pub fn points(&self) -> Vec<(String, String)> {
+        let mut v: Vec<_> = lock(&self.open).iter().cloned().collect();
+        v.sort();
+        v
+    }
+
+    fn spawn(&self, point: CapturePoint, mut ring: Ring, key: (String, String)) -> JoinHandle<()> {
+        let (stop, open, tx, counters) = (
+            Arc::clone(&self.stop),
+            Arc::clone(&self.open),
+            self.tx.clone(),
+            Arc::clone(&self.counters),
+        );
+        let flush = self.options.flush_interval;
+        std::thread::spawn(move || {
+            let mut table = FlowTable::new(Arc::new(point));
+            let mut last = Instant::now();
+            let send = |table: &mut FlowTable| {
+                let out = PacketOutput {
+                    spans: table.take_spans(),
+                    flows: table.take_records(),
+                };
+                if (!out.spans.is_empty() || !out.flows.is_empty())
+                    && tx.blocking_send(out).is_err()
+                {
+                    IngestCounters::add(&counters.batches_dropped, 1);
+                }
+            };
+            while !stop.load(Ordering::Relaxed) {
+                if let Err(e) = ring.poll(50, |f| table.push(f, &counters)) {
+                    let p = table.point();
+                    tracing::info!(netns = %p.netns, nic = %p.nic, error = %e, "capture ended");
+                    break;
+                }
+                if last.elapsed() >= flush {
+                    last = Instant::now();
+                    if let Ok(d) = ring.drops() {
+                        IngestCounters::add(&counters.packet_drops, d);
+                    }
+                    table.expire_idle(unix_now_micros(), &counters);
+                    send(&mut table);
+                }
+            }
+            if let Ok(d) = ring.drops() {
+                IngestCounters::add(&counters.packet_drops, d);
+            }
+            table.finish(&counters);
+            send(&mut table);
+            lock(&open).remove(&key);
+        })
+    }
+
+    /// Stops every thread; each first hands over what it holds (open flows as `open` rows).
+    pub fn stop(self) {
+        self.stop.store(true, Ordering::Relaxed);
+        for t in self.threads {
+            let _ = t.join();
+        }
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
