@@ -354,3 +354,251 @@ fn observation_point(role: NicRole, outgoing: Option<bool>) -> &'static str {
         _ => "rest",
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::Ordering;
+
+    use wiretrace_packet::{
+        Link,
+        craft::{Encap, TcpSession},
+        decap,
+    };
+
+    use super::*;
+
+    const REQ: &[u8] = b"GET /api/items?id=7 HTTP/1.1\r\nHost: shop\r\nX-Request-ID: r-1\r\n\r\n";
+
+    fn response(body: usize) -> Vec<u8> {
+        let mut r = format!("HTTP/1.1 200 OK\r\nContent-Length: {body}\r\n\r\n").into_bytes();
+        r.resize(r.len() + body, b'x');
+        r
+    }
+
+    fn table(role: NicRole) -> (FlowTable, IngestCounters) {
+        let point = CapturePoint {
+            netns: "n1".into(),
+            nic: "veth-a".into(),
+            role,
+        };
+        (FlowTable::new(Arc::new(point)), IngestCounters::default())
+    }
+
+    /// Feeds IP packets wrapped by `encap`; `outgoing` tells, per packet, if the client sent it.
+    fn feed(
+        t: &mut FlowTable,
+        c: &IngestCounters,
+        encap: Encap,
+        client_sent_leaves: bool,
+        s: &TcpSession,
+        packets: &[Vec<u8>],
+        time_us: &mut i64,
+    ) {
+        for ip in packets {
+            let frame = encap.wrap(ip);
+            let from_client = decap(&frame).unwrap().inner.src == s.client.0;
+            *time_us += 100;
+            t.push(
+                &Frame {
+                    time_us: *time_us,
+                    outgoing: Some(from_client == client_sent_leaves),
+                    data: &frame,
+                    link: Link::Ethernet,
+                    wire_len: frame.len(),
+                },
+                c,
+            );
+        }
+    }
+
+    fn session() -> TcpSession {
+        TcpSession::new(
+            ("10.1.0.5".parse().unwrap(), 40000),
+            ("10.2.0.7".parse().unwrap(), 8080),
+            [1000, 0xffff_ff00], // the server's sequence numbers wrap around
+        )
+    }
+
+    #[test]
+    fn keep_alive_exchanges_over_segments_get_wire_seqs_and_one_flow_row() {
+        let (mut t, c) = table(NicRole::Pod);
+        let mut s = session();
+        let mut now = 1_700_000_000_000_000;
+        let mut want = Vec::new();
+        let mut packets = s.handshake();
+        for body in [3000, 10] {
+            want.push((s.next_seq[0], s.next_seq[1]));
+            packets.extend(s.send(true, REQ, 1400));
+            packets.extend(s.send(false, &response(body), 1400));
+        }
+        packets.extend(s.close());
+        // The pod is the client: its packets arrive on the host end of its veth.
+        feed(&mut t, &c, Encap::Plain, false, &s, &packets, &mut now);
+        let spans = t.take_spans();
+        assert_eq!(spans.len(), 2);
+        for (span, (req, resp)) in spans.iter().zip(&want) {
+            assert_eq!((span.req_tcp_seq, span.resp_tcp_seq), (*req, *resp));
+            assert_eq!(span.observation_point, "c");
+            assert_eq!(span.client, ("10.1.0.5".into(), 40000));
+            assert_eq!(span.server, ("10.2.0.7".into(), 8080));
+            assert_eq!(span.path, "/api/items?id=7");
+            assert_eq!(span.x_request_id.0.as_deref(), Some("r-1"));
+            let p = span.packet().unwrap();
+            assert!(p.tunnel.is_none());
+            assert_eq!(decap(&p.headers).unwrap().inner.src_port, 40000);
+        }
+        assert_eq!(spans[0].response_len, response(3000).len() as u64);
+        assert!(
+            t.flows() == 0,
+            "both FINs close the flow; the last ACK opens none"
+        );
+        let rows = t.take_records();
+        assert_eq!(rows.len(), 1);
+        let r = &rows[0];
+        assert_eq!(r.close, "fin");
+        assert_eq!(r.ends[0], ("10.1.0.5".into(), 40000));
+        assert_eq!(
+            r.bytes,
+            [
+                2 * REQ.len() as u64,
+                (response(3000).len() + response(10).len()) as u64
+            ]
+        );
+        assert_eq!(r.handshake_rtt_us(), Some(100));
+        assert_eq!(r.retransmissions, [0, 0]);
+        assert!(r.fin_us[0].is_some() && r.fin_us[1].is_some());
+    }
+
+    #[test]
+    fn retransmissions_are_counted_not_paired_twice() {
+        let (mut t, c) = table(NicRole::Pod);
+        let mut s = session();
+        let mut now = 0;
+        let mut packets = s.handshake();
+        let req = s.send(true, REQ, 1400);
+        packets.extend(req.clone());
+        packets.extend(req); // the same segment again
+        packets.extend(s.send(false, &response(5), 1400));
+        // The pod is the server here: its requests leave the host end of its veth.
+        feed(&mut t, &c, Encap::Plain, true, &s, &packets, &mut now);
+        let spans = t.take_spans();
+        assert_eq!(spans.len(), 1);
+        assert_eq!(spans[0].observation_point, "s");
+        t.finish(&c);
+        let rows = t.take_records();
+        assert_eq!((rows[0].retransmissions, rows[0].close), ([1, 0], "open"));
+    }
+
+    #[test]
+    fn tunnelled_frames_on_a_node_nic_keep_inner_seqs_and_tunnel_columns() {
+        for encap in [
+            Encap::Vxlan {
+                vni: 42,
+                v6_underlay: false,
+            },
+            Encap::Vxlan {
+                vni: 42,
+                v6_underlay: true,
+            },
+            Encap::Geneve {
+                vni: 42,
+                opt_words: 2,
+            },
+            Encap::Gre(42),
+            Encap::GreTeb(42),
+            Encap::IpIp,
+            Encap::QinQ(100, 42),
+        ] {
+            let (mut t, c) = table(NicRole::Node);
+            let mut s = session();
+            let mut now = 0;
+            let mut packets = s.handshake();
+            let seqs = s.next_seq;
+            packets.extend(s.send(true, REQ, 1400));
+            packets.extend(s.send(false, &response(1), 1400));
+            feed(&mut t, &c, encap, true, &s, &packets, &mut now);
+            let spans = t.take_spans();
+            assert_eq!(spans.len(), 1, "{encap:?}");
+            let span = &spans[0];
+            assert_eq!((span.req_tcp_seq, span.resp_tcp_seq), (seqs[0], seqs[1]));
+            assert_eq!(span.observation_point, "c-nd");
+            let tunnel = span.packet().unwrap().tunnel;
+            match encap {
+                Encap::QinQ(..) => assert!(tunnel.is_none()),
+                Encap::IpIp => assert_eq!(tunnel.unwrap().id, None),
+                _ => assert_eq!(tunnel.unwrap().id, Some(42), "{encap:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn a_lost_segment_costs_that_message_only() {
+        let (mut t, c) = table(NicRole::Node);
+        let mut s = session();
+        let mut now = 0;
+        let mut packets = s.handshake();
+        packets.extend(s.send(true, REQ, 1400));
+        let mut resp = s.send(false, &response(4000), 1400);
+        resp.remove(1); // lost in capture
+        packets.extend(resp);
+        let second = s.next_seq;
+        packets.extend(s.send(true, REQ, 1400));
+        packets.extend(s.send(false, &response(2), 1400));
+        feed(&mut t, &c, Encap::Plain, false, &s, &packets, &mut now);
+        let spans = t.take_spans();
+        assert_eq!(spans.len(), 2);
+        assert_eq!(spans[1].observation_point, "s-nd");
+        assert_eq!(
+            (spans[1].req_tcp_seq, spans[1].resp_tcp_seq),
+            (second[0], second[1])
+        );
+        assert_eq!(c.packet_gaps.load(Ordering::Relaxed), 1);
+    }
+
+    #[test]
+    fn joining_mid_connection_still_finds_the_client() {
+        let (mut t, c) = table(NicRole::Unknown);
+        let mut s = session();
+        let mut now = 0;
+        let _ = s.handshake(); // not captured
+        let _ = s.send(false, b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n", 1400); // nor this
+        let seqs = s.next_seq;
+        let mut packets = s.send(true, REQ, 1400);
+        packets.extend(s.send(false, &response(3), 1400));
+        feed(&mut t, &c, Encap::Plain, false, &s, &packets, &mut now);
+        let spans = t.take_spans();
+        assert_eq!(spans.len(), 1);
+        assert_eq!(
+            (spans[0].req_tcp_seq, spans[0].resp_tcp_seq),
+            (seqs[0], seqs[1])
+        );
+        assert_eq!(spans[0].observation_point, "rest");
+        assert_eq!(spans[0].client.1, 40000);
+    }
+
+    #[test]
+    fn garbage_frames_are_counted_not_fatal() {
+        let (mut t, c) = table(NicRole::Node);
+        let mut x = 0x2545_f491_4f6c_dd1du64;
+        for i in 0..20_000usize {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            let mut f = Encap::Plain.wrap(&crate::flows::tests::session().send(true, REQ, 1400)[0]);
+            let at = (x as usize) % f.len();
+            f[at] = (x >> 32) as u8;
+            f.truncate(f.len() - (i % 7));
+            t.push(
+                &Frame {
+                    time_us: i as i64,
+                    outgoing: None,
+                    data: &f,
+                    link: Link::Ethernet,
+                    wire_len: f.len(),
+                },
+                &c,
+            );
+        }
+        assert!(c.packets.load(Ordering::Relaxed) == 20_000);
+    }
+}

@@ -2,10 +2,12 @@
 //!
 //! Layout: `decap.rs` walks a frame layer by layer (Ethernet, VLAN/QinQ, IPv4/IPv6 with
 //! extension headers, then VXLAN, Geneve, GRE, IP-in-IP or the final TCP/UDP header) and returns
-//! a [`Decapsulated`] view; `tunnel.rs` parses the tunnel headers etherparse does not cover.
+//! a [`Decapsulated`] view; `tunnel.rs` parses the tunnel headers etherparse does not cover;
+//! `craft.rs` builds frames in every encapsulation (for tests, benches and generated data).
 //! It sits below both `ingest` (the agent) and `query` (the `decap()` SQL functions), so the two
 //! can never disagree about a packet.
 
+pub mod craft;
 mod decap;
 mod tunnel;
 

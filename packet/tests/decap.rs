@@ -4,9 +4,13 @@
 
 use std::net::IpAddr;
 
-use etherparse::{IpNumber, Ipv4Header, Ipv6Header, PacketBuilder};
+use etherparse::PacketBuilder;
 use proptest::prelude::*;
-use wiretrace_packet::{DecapError, L4, TunnelKind, decap};
+use wiretrace_packet::{
+    DecapError, L4, TunnelKind,
+    craft::{eth, geneve, gre, ipv4, ipv6, udp, vlan_tags, vxlan},
+    decap,
+};
 
 const SEQ: u32 = 0x1234_5678;
 const ACK: u32 = 0x9abc_def0;
@@ -35,101 +39,6 @@ fn inner_ip6_tcp() -> Vec<u8> {
     .ack(ACK)
     .write(&mut v, b"GET / HTTP/1.1\r\n\r\n")
     .unwrap();
-    v
-}
-
-fn eth(ether_type: u16, payload: &[u8]) -> Vec<u8> {
-    let mut v = vec![2, 0, 0, 0, 0, 1, 2, 0, 0, 0, 0, 2];
-    v.extend_from_slice(&ether_type.to_be_bytes());
-    v.extend_from_slice(payload);
-    v
-}
-
-fn vlan_tags(tags: &[(u16, u16)], ether_type: u16, payload: &[u8]) -> Vec<u8> {
-    // tags: (TPID, VLAN id), outermost first.
-    let mut v = vec![2, 0, 0, 0, 0, 1, 2, 0, 0, 0, 0, 2];
-    let mut types: Vec<u16> = tags.iter().map(|t| t.0).collect();
-    types.push(ether_type);
-    v.extend_from_slice(&types[0].to_be_bytes());
-    for (i, (_, id)) in tags.iter().enumerate() {
-        v.extend_from_slice(&id.to_be_bytes());
-        v.extend_from_slice(&types[i + 1].to_be_bytes());
-    }
-    v.extend_from_slice(payload);
-    v
-}
-
-fn ipv4(proto: u8, src: [u8; 4], dst: [u8; 4], payload: &[u8]) -> Vec<u8> {
-    let h = Ipv4Header::new(payload.len() as u16, 64, IpNumber(proto), src, dst).unwrap();
-    let mut v = Vec::new();
-    h.write(&mut v).unwrap();
-    v.extend_from_slice(payload);
-    v
-}
-
-fn ipv6(next: u8, src: [u8; 16], dst: [u8; 16], payload: &[u8]) -> Vec<u8> {
-    let h = Ipv6Header {
-        traffic_class: 0,
-        flow_label: Default::default(),
-        payload_length: payload.len() as u16,
-        next_header: IpNumber(next),
-        hop_limit: 64,
-        source: src,
-        destination: dst,
-    };
-    let mut v = Vec::new();
-    h.write(&mut v).unwrap();
-    v.extend_from_slice(payload);
-    v
-}
-
-fn udp(dport: u16, payload: &[u8]) -> Vec<u8> {
-    let mut v = Vec::new();
-    v.extend_from_slice(&51000u16.to_be_bytes());
-    v.extend_from_slice(&dport.to_be_bytes());
-    v.extend_from_slice(&((payload.len() + 8) as u16).to_be_bytes());
-    v.extend_from_slice(&[0, 0]);
-    v.extend_from_slice(payload);
-    v
-}
-
-fn vxlan(vni: u32, inner_frame: &[u8]) -> Vec<u8> {
-    let mut v = vec![0x08, 0, 0, 0];
-    v.extend_from_slice(&vni.to_be_bytes()[1..]);
-    v.push(0);
-    v.extend_from_slice(inner_frame);
-    v
-}
-
-fn geneve(vni: u32, opt_words: u8, proto: u16, inner: &[u8]) -> Vec<u8> {
-    let mut v = vec![opt_words & 0x3f, 0];
-    v.extend_from_slice(&proto.to_be_bytes());
-    v.extend_from_slice(&vni.to_be_bytes()[1..]);
-    v.push(0);
-    for i in 0..opt_words {
-        v.extend_from_slice(&[0x01, 0x02, 0x80 | i, 0]); // option TLVs, opaque to the parser
-    }
-    v.extend_from_slice(inner);
-    v
-}
-
-fn gre(checksum: bool, key: Option<u32>, seq: bool, proto: u16, inner: &[u8]) -> Vec<u8> {
-    let flags = (if checksum { 0x8000u16 } else { 0 })
-        | (if key.is_some() { 0x2000 } else { 0 })
-        | (if seq { 0x1000 } else { 0 });
-    let mut v = Vec::new();
-    v.extend_from_slice(&flags.to_be_bytes());
-    v.extend_from_slice(&proto.to_be_bytes());
-    if checksum {
-        v.extend_from_slice(&[0, 0, 0, 0]);
-    }
-    if let Some(k) = key {
-        v.extend_from_slice(&k.to_be_bytes());
-    }
-    if seq {
-        v.extend_from_slice(&7u32.to_be_bytes());
-    }
-    v.extend_from_slice(inner);
     v
 }
 
