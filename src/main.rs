@@ -191,6 +191,7 @@ async fn up(
     })
     .context("cannot start capture (use `wiretrace serve` to query existing data without it)")?;
     let counters = agent.counters();
+    let nics = agent.capture_points().len();
     let ctx = session(&store.data_dir).await?;
     register_stats(
         &ctx,
@@ -221,10 +222,10 @@ async fn up(
     let agent_task = tokio::spawn(agent.run(tx, stopped(stop_rx)));
     eprintln!(
         "wiretrace up: capturing TCP traffic with eBPF{} into {}; SQL on {addr} (psql -h {} -p {} -c 'select * from l7_flow_log')",
-        if packets.no_packets {
-            ""
+        if nics == 0 {
+            String::new()
         } else {
-            " and packets"
+            format!(" and packets on {nics} interfaces")
         },
         store.data_dir.display(),
         addr.ip(),

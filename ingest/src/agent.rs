@@ -70,25 +70,51 @@ impl Default for AgentConfig {
     }
 }
 
-/// A loaded eBPF agent, ready to run.
+/// A loaded agent, ready to run: eBPF programs attached, packet captures open.
 #[derive(Debug)]
 pub struct Agent {
     config: AgentConfig,
     probes: loader::LoadedProbes,
     counters: Arc<IngestCounters>,
+    nics: Option<NicCaptures>,
+    packets: mpsc::Receiver<PacketOutput>,
 }
 
 impl Agent {
-    /// Loads and attaches the kernel programs.
+    /// Loads and attaches the kernel programs and opens packet captures on the interfaces the
+    /// rules select (frames wait in their rings until [`Agent::run`]).
     pub fn load(config: AgentConfig) -> Result<Self, IngestError> {
         // Wall-clock time in 100 ns units: differs per agent run, so ids of two runs do not meet.
         let seed = (unix_now_micros() as u64).wrapping_mul(10);
         let probes = loader::load(config.probe, seed)?;
+        let counters = Arc::<IngestCounters>::default();
+        let (packets_tx, packets) = mpsc::channel(256);
+        let nics = (!config.capture_rules.is_empty()).then(|| {
+            NicCaptures::start(
+                NicOptions {
+                    rules: config.capture_rules.clone(),
+                    snaplen: config.snaplen,
+                    flush_interval: config.flush_interval,
+                },
+                packets_tx,
+                Arc::clone(&counters),
+            )
+        });
         Ok(Self {
             config,
             probes,
-            counters: Arc::default(),
+            counters,
+            nics,
+            packets,
         })
+    }
+
+    /// Interfaces with an open packet capture, as (netns, nic).
+    pub fn capture_points(&self) -> Vec<(String, String)> {
+        self.nics
+            .as_ref()
+            .map(NicCaptures::points)
+            .unwrap_or_default()
     }
 
     /// The agent's counters (live).
@@ -106,6 +132,8 @@ impl Agent {
             config,
             probes,
             counters,
+            mut nics,
+            mut packets,
         } = self;
         let clock = KernelClock::now();
         let mut assembler = SpanAssembler::new(clock);
@@ -116,18 +144,6 @@ impl Agent {
             sink,
             counters: Arc::clone(&counters),
         };
-        let (packets_tx, mut packets) = mpsc::channel(256);
-        let mut nics = (!config.capture_rules.is_empty()).then(|| {
-            NicCaptures::start(
-                NicOptions {
-                    rules: config.capture_rules.clone(),
-                    snaplen: config.snaplen,
-                    flush_interval: config.flush_interval,
-                },
-                packets_tx,
-                Arc::clone(&counters),
-            )
-        });
         let loader::LoadedProbes { events, attached } = probes;
         // SAFETY: the ring buffer owns its fd and outlives the registration (both die together).
         let mut ring = unsafe { AsyncFd::register_with_interest(events, Interest::READABLE) }

@@ -50,8 +50,10 @@ counters!(
     packets,
     /// Frames the kernel dropped because a capture ring was full.
     packet_drops,
-    /// Frames no header walk could decode (truncated, malformed, unsupported).
+    /// Frames no header walk could decode (truncated or malformed headers, too many tunnels).
     undecodable_packets,
+    /// Frames that are not TCP/UDP over IP (ARP, ICMP, IPv6 ND, later fragments, …): skipped.
+    other_packets,
     /// TCP segments that skipped ahead of the bytes seen so far (lost capture).
     packet_gaps,
     /// TCP/UDP flows opened at capture points.

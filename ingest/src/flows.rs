@@ -7,7 +7,7 @@ use std::{net::IpAddr, sync::Arc};
 
 use rustc_hash::FxHashMap;
 use wiretrace_ebpf_common::Direction;
-use wiretrace_packet::{L4, Tunnel, decap_link};
+use wiretrace_packet::{DecapError, L4, Tunnel, decap_link};
 
 use crate::{
     capture::{CapturePoint, Frame, NicRole},
@@ -130,6 +130,10 @@ impl FlowTable {
         IngestCounters::add(&counters.packets, 1);
         let d = match decap_link(frame.link, frame.data) {
             Ok(d) => d,
+            Err(DecapError::Unsupported { .. } | DecapError::Fragment) => {
+                IngestCounters::add(&counters.other_packets, 1);
+                return;
+            }
             Err(_) => {
                 IngestCounters::add(&counters.undecodable_packets, 1);
                 return;
@@ -138,7 +142,10 @@ impl FlowTable {
         let (proto, tcp) = match d.inner.l4 {
             L4::Tcp(t) => (6, Some(t)),
             L4::Udp => (17, None),
-            L4::Other(_) => return,
+            L4::Other(_) => {
+                IngestCounters::add(&counters.other_packets, 1);
+                return;
+            }
         };
         let src = (d.inner.src, d.inner.src_port);
         let dst = (d.inner.dst, d.inner.dst_port);

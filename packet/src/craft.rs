@@ -314,3 +314,55 @@ impl TcpSession {
         ]
     }
 }
+
+/// A pcapng file with one Ethernet interface named `nic` holding `(unix µs, frame, outgoing)`
+/// records; the direction goes into each packet's `epb_flags` option.
+pub fn pcapng_file(nic: &str, frames: &[(i64, Vec<u8>, bool)]) -> Vec<u8> {
+    fn block(out: &mut Vec<u8>, kind: u32, body: &[u8]) {
+        let len = (12 + body.len()) as u32;
+        out.extend_from_slice(&kind.to_le_bytes());
+        out.extend_from_slice(&len.to_le_bytes());
+        out.extend_from_slice(body);
+        out.extend_from_slice(&len.to_le_bytes());
+    }
+    fn option(body: &mut Vec<u8>, code: u16, value: &[u8]) {
+        body.extend_from_slice(&code.to_le_bytes());
+        body.extend_from_slice(&(value.len() as u16).to_le_bytes());
+        body.extend_from_slice(value);
+        body.resize(body.len().next_multiple_of(4), 0);
+    }
+    let mut out = Vec::new();
+    let mut shb = Vec::new();
+    shb.extend_from_slice(&0x1a2b_3c4du32.to_le_bytes());
+    shb.extend_from_slice(&1u16.to_le_bytes());
+    shb.extend_from_slice(&0u16.to_le_bytes());
+    shb.extend_from_slice(&(-1i64).to_le_bytes());
+    block(&mut out, 0x0a0d_0d0a, &shb);
+    let mut idb = Vec::new();
+    idb.extend_from_slice(&1u16.to_le_bytes()); // LINKTYPE_ETHERNET
+    idb.extend_from_slice(&0u16.to_le_bytes());
+    idb.extend_from_slice(&65535u32.to_le_bytes());
+    option(&mut idb, 2, nic.as_bytes()); // if_name
+    option(&mut idb, 0, b"");
+    block(&mut out, 1, &idb);
+    for (t, f, outgoing) in frames {
+        let mut epb = Vec::new();
+        let t = *t as u64;
+        for word in [
+            0u32,
+            (t >> 32) as u32,
+            t as u32,
+            f.len() as u32,
+            f.len() as u32,
+        ] {
+            epb.extend_from_slice(&word.to_le_bytes());
+        }
+        epb.extend_from_slice(f);
+        epb.resize(epb.len().next_multiple_of(4), 0);
+        let flags: u32 = if *outgoing { 2 } else { 1 };
+        option(&mut epb, 2, &flags.to_le_bytes()); // epb_flags: direction
+        option(&mut epb, 0, b"");
+        block(&mut out, 6, &epb);
+    }
+    out
+}

@@ -1,8 +1,12 @@
 //! End-to-end tests: the real binary, real eBPF programs in the kernel, real servers and
-//! clients (python3, curl, psql) on loopback.
+//! clients (python3, curl, psql) on loopback and in network namespaces the tests build, and
+//! capture files the tests write.
 
 mod cli;
 mod http_capture;
+mod lab;
+mod packet_capture;
+mod pcap_ingest;
 mod sql_examples;
 mod sql_server;
 mod support;

@@ -32,7 +32,7 @@ fn writes_and_file_access_are_refused_and_change_nothing() {
         "select table_name from information_schema.tables where table_schema = 'public' \
          order by table_name",
     );
-    assert_eq!(tables, vec![vec!["l7_flow_log".to_string()]]);
+    assert_eq!(tables, [["l4_flow_log"], ["l7_flow_log"]]);
     assert_eq!(
         wt.psql("select count(*) from l7_flow_log"),
         vec![vec!["0".to_string()]]

@@ -102,6 +102,13 @@ impl Wiretrace {
         Self::start(&["up", "--flush-ms", "200"])
     }
 
+    /// Starts `wiretrace up` with extra arguments.
+    pub(crate) fn up_with(extra: &[&str]) -> Self {
+        let mut args = vec!["up", "--flush-ms", "200"];
+        args.extend_from_slice(extra);
+        Self::start(&args)
+    }
+
     /// Starts `wiretrace serve` (SQL only, no capture) and waits for its SQL port.
     pub(crate) fn serve() -> Self {
         Self::start(&["serve"])
