@@ -231,21 +231,23 @@ impl Encap {
     }
 }
 
-/// A pcap file (microsecond timestamps, Ethernet) holding `(unix µs, frame)` records.
-pub fn pcap_file(frames: &[(i64, Vec<u8>)]) -> Vec<u8> {
+/// A pcap file (microsecond timestamps, Ethernet) holding `(unix µs, frame)` records, each cut
+/// to `snaplen` bytes as a capture would (the record keeps the frame's original length).
+pub fn pcap_file(frames: &[(i64, Vec<u8>)], snaplen: usize) -> Vec<u8> {
     let mut v = Vec::new();
     v.extend_from_slice(&0xa1b2_c3d4u32.to_le_bytes());
     v.extend_from_slice(&2u16.to_le_bytes());
     v.extend_from_slice(&4u16.to_le_bytes());
-    for word in [0u32, 0, 65535, 1] {
+    for word in [0u32, 0, snaplen as u32, 1] {
         v.extend_from_slice(&word.to_le_bytes());
     }
     for (t, f) in frames {
         let (sec, usec) = (t.div_euclid(1_000_000), t.rem_euclid(1_000_000));
-        for word in [sec as u32, usec as u32, f.len() as u32, f.len() as u32] {
+        let cap = f.len().min(snaplen);
+        for word in [sec as u32, usec as u32, cap as u32, f.len() as u32] {
             v.extend_from_slice(&word.to_le_bytes());
         }
-        v.extend_from_slice(f);
+        v.extend_from_slice(&f[..cap]);
     }
     v
 }

@@ -108,7 +108,7 @@ fn every_encapsulation_gives_inner_tuples_and_seqs_in_sql() {
         want.push((name, port, c, s, seqs));
     }
     let file = dir.path().join("tunnels.pcap");
-    std::fs::write(&file, pcap_file(&frames)).unwrap();
+    std::fs::write(&file, pcap_file(&frames, 65535)).unwrap();
     let out = ingest(wt.data.path(), &[], &[&file]);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{stderr}");
@@ -228,7 +228,7 @@ fn truncated_and_garbage_files_are_reported_and_earlier_records_kept() {
         1_767_225_601_000_000,
     );
     frames.extend(later);
-    let mut bytes = pcap_file(&frames);
+    let mut bytes = pcap_file(&frames, 65535);
     bytes.truncate(bytes.len() - 30); // cut inside the last record
     let cut = dir.path().join("cut.pcap");
     std::fs::write(&cut, &bytes).unwrap();
