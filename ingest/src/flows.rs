@@ -5,6 +5,8 @@
 
 use std::{net::IpAddr, sync::Arc};
 
+use std::collections::hash_map::Entry;
+
 use rustc_hash::FxHashMap;
 use wiretrace_ebpf_common::Direction;
 use wiretrace_packet::{DecapError, L4, Tunnel, decap_link};
@@ -157,49 +159,47 @@ impl FlowTable {
             tunnel_id: tunnel.and_then(|t| t.id).unwrap_or(0),
         };
         let payload_len = d.payload_len(frame.wire_len) as u64;
-        // The last ACK after both FINs (or a stray ACK) must not open a flow.
-        if tcp.is_some_and(|t| t.flags & SYN == 0)
-            && payload_len == 0
-            && !self.flows.contains_key(&key)
-        {
-            return;
-        }
-        let point = &self.point;
-        let next_id = &mut self.next_id;
-        let flow = self.flows.entry(key).or_insert_with(|| {
-            IngestCounters::add(&counters.flows, 1);
-            let id = *next_id;
-            *next_id += 1;
-            let ends: Ends = [
-                (src.0.to_string().into(), src.1),
-                (dst.0.to_string().into(), dst.1),
-            ];
-            Flow {
-                id,
-                end0: src,
-                client: None,
-                conv: Conversation::default(),
-                next_seq: [None; 2],
-                fin: [false; 2],
-                record: FlowRecord {
-                    point: Arc::clone(point),
-                    flow_id: id,
-                    protocol: if proto == 6 { "tcp" } else { "udp" },
-                    ends: ends.clone(),
-                    start_us: frame.time_us,
-                    end_us: frame.time_us,
-                    bytes: [0; 2],
-                    packets: [0; 2],
-                    retransmissions: [0; 2],
-                    syn_us: None,
-                    syn_ack_us: None,
-                    fin_us: [None; 2],
-                    tunnel,
-                    close: "open",
-                },
-                ends,
+        let flow = match self.flows.entry(key) {
+            Entry::Occupied(o) => o.into_mut(),
+            // The last ACK after both FINs (or a stray ACK) must not open a flow.
+            Entry::Vacant(_) if tcp.is_some_and(|t| t.flags & SYN == 0) && payload_len == 0 => {
+                return;
             }
-        });
+            Entry::Vacant(v) => {
+                IngestCounters::add(&counters.flows, 1);
+                let id = self.next_id;
+                self.next_id += 1;
+                let ends: Ends = [
+                    (src.0.to_string().into(), src.1),
+                    (dst.0.to_string().into(), dst.1),
+                ];
+                v.insert(Flow {
+                    id,
+                    end0: src,
+                    client: None,
+                    conv: Conversation::default(),
+                    next_seq: [None; 2],
+                    fin: [false; 2],
+                    record: FlowRecord {
+                        point: Arc::clone(&self.point),
+                        flow_id: id,
+                        protocol: if proto == 6 { "tcp" } else { "udp" },
+                        ends: ends.clone(),
+                        start_us: frame.time_us,
+                        end_us: frame.time_us,
+                        bytes: [0; 2],
+                        packets: [0; 2],
+                        retransmissions: [0; 2],
+                        syn_us: None,
+                        syn_ack_us: None,
+                        fin_us: [None; 2],
+                        tunnel,
+                        close: "open",
+                    },
+                    ends,
+                })
+            }
+        };
         let dir = if src == flow.end0 {
             Direction::Egress
         } else {
@@ -250,8 +250,13 @@ impl FlowTable {
                     payload: payload.get(skip as usize..).unwrap_or_default(),
                 };
                 let headers = &frame.data[..d.payload_offset.min(MAX_HEADER_BYTES)];
-                let meta = || PacketMeta {
-                    headers: headers.to_vec(),
+                // Only a request's headers are kept (in `captured_headers`).
+                let meta = |is_request: bool| PacketMeta {
+                    headers: if is_request {
+                        headers.to_vec()
+                    } else {
+                        Vec::new()
+                    },
                     outgoing: frame.outgoing,
                 };
                 flow.conv.push(&chunk, meta, counters, &mut self.scratch);

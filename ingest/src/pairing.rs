@@ -104,12 +104,12 @@ impl<M> Conversation<M> {
         self.framing[dir as usize] = Framing::UntilTurn;
     }
 
-    /// Feeds one chunk; `meta` is called once per message starting in it; completed exchanges
-    /// are appended to `out`.
+    /// Feeds one chunk; `meta(is_request)` is called once per message starting in it;
+    /// completed exchanges are appended to `out`.
     pub fn push(
         &mut self,
         chunk: &Chunk<'_>,
-        mut meta: impl FnMut() -> M,
+        mut meta: impl FnMut(bool) -> M,
         counters: &IngestCounters,
         out: &mut Vec<Exchange<M>>,
     ) {
@@ -135,7 +135,7 @@ impl<M> Conversation<M> {
                 dir,
                 time_us: chunk.time_us,
                 tcp_seq: chunk.tcp_seq.wrapping_add(found.offset as u32),
-                meta: meta(),
+                meta: meta(is_request),
             };
             if is_request {
                 IngestCounters::add(&counters.http_requests, 1);

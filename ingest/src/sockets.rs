@@ -93,7 +93,7 @@ impl SpanAssembler {
             cap_seq: ev.header.cap_seq,
         };
         let mut done = std::mem::take(&mut self.scratch);
-        sock.conv.push(&chunk, || meta, counters, &mut done);
+        sock.conv.push(&chunk, |_| meta, counters, &mut done);
         for x in done.drain(..) {
             let point = if x.request.dir == Direction::Egress {
                 "c-p"

@@ -9,6 +9,49 @@ use crate::tunnel::{self, GENEVE_PORT, Next, TunnelHeader, VXLAN_PORTS};
 /// Most tunnels nested in one frame (VLAN tags do not count).
 pub const MAX_TUNNEL_TIERS: usize = 2;
 
+/// Most VLAN tags kept from one frame (outer and inner tags of two tiers).
+pub const MAX_VLAN_TAGS: usize = 4;
+
+/// A short list held inline, so decapsulating a frame allocates nothing. Reads as a slice.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct Inline<T: Copy, const N: usize> {
+    len: usize,
+    items: [T; N],
+}
+
+impl<T: Copy, const N: usize> Inline<T, N> {
+    fn new(filler: T) -> Self {
+        Self {
+            len: 0,
+            items: [filler; N],
+        }
+    }
+
+    /// Appends `item`; false when full.
+    fn push(&mut self, item: T) -> bool {
+        let Some(slot) = self.items.get_mut(self.len) else {
+            return false;
+        };
+        *slot = item;
+        self.len += 1;
+        true
+    }
+}
+
+impl<T: Copy, const N: usize> std::ops::Deref for Inline<T, N> {
+    type Target = [T];
+
+    fn deref(&self) -> &[T] {
+        &self.items[..self.len]
+    }
+}
+
+impl<T: Copy + std::fmt::Debug, const N: usize> std::fmt::Debug for Inline<T, N> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_list().entries(self.iter()).finish()
+    }
+}
+
 const ETHERTYPE_IPV4: u16 = 0x0800;
 const ETHERTYPE_IPV6: u16 = 0x86dd;
 const ETHERTYPE_VLAN: u16 = 0x8100;
@@ -100,9 +143,9 @@ pub struct Inner {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Decapsulated {
     /// Tunnels from outermost to innermost (at most [`MAX_TUNNEL_TIERS`]).
-    pub tunnels: Vec<Tunnel>,
-    /// VLAN ids seen on any Ethernet layer, outermost first.
-    pub vlans: Vec<u16>,
+    pub tunnels: Inline<Tunnel, MAX_TUNNEL_TIERS>,
+    /// VLAN ids seen on any Ethernet layer, outermost first (at most [`MAX_VLAN_TAGS`]).
+    pub vlans: Inline<u16, MAX_VLAN_TAGS>,
     /// The inner packet.
     pub inner: Inner,
     /// Offset of the inner transport payload in the frame.
@@ -250,8 +293,14 @@ fn malformed(layer: &'static str) -> impl Fn(String) -> DecapError {
 }
 
 fn walk(frame: &[u8], first: Layer, start: usize) -> Result<Decapsulated, DecapError> {
-    let mut tunnels = Vec::new();
-    let mut vlans = Vec::new();
+    let unspecified = IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED);
+    let mut tunnels = Inline::<Tunnel, MAX_TUNNEL_TIERS>::new(Tunnel {
+        kind: TunnelKind::Vxlan,
+        id: None,
+        outer_src: unspecified,
+        outer_dst: unspecified,
+    });
+    let mut vlans = Inline::<u16, MAX_VLAN_TAGS>::new(0);
     let mut off = start;
     let mut layer = first;
     loop {
@@ -262,7 +311,12 @@ fn walk(frame: &[u8], first: Layer, start: usize) -> Result<Decapsulated, DecapE
                 let mut t = be16(frame, off + 12, "ethernet")?;
                 off += 14;
                 while matches!(t, ETHERTYPE_VLAN | ETHERTYPE_QINQ | ETHERTYPE_QINQ_OLD) {
-                    vlans.push(be16(frame, off, "vlan")? & 0x0fff);
+                    if !vlans.push(be16(frame, off, "vlan")? & 0x0fff) {
+                        return Err(DecapError::Unsupported {
+                            what: "VLAN tags beyond",
+                            value: MAX_VLAN_TAGS as u32,
+                        });
+                    }
                     t = be16(frame, off + 2, "vlan")?;
                     off += 4;
                 }
@@ -330,16 +384,17 @@ fn walk(frame: &[u8], first: Layer, start: usize) -> Result<Decapsulated, DecapE
             }
         }
         let mut enter = |kind: TunnelKind, id: Option<u32>| -> Result<(), DecapError> {
-            if tunnels.len() == MAX_TUNNEL_TIERS {
-                return Err(DecapError::TooDeep);
-            }
-            tunnels.push(Tunnel {
+            let tier = Tunnel {
                 kind,
                 id,
                 outer_src: src,
                 outer_dst: dst,
-            });
-            Ok(())
+            };
+            if tunnels.push(tier) {
+                Ok(())
+            } else {
+                Err(DecapError::TooDeep)
+            }
         };
         let rest = frame.get(off..).unwrap_or_default();
         let (inner, payload_offset) = match proto {

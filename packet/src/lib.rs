@@ -12,6 +12,6 @@ mod decap;
 mod tunnel;
 
 pub use decap::{
-    DecapError, Decapsulated, Inner, L4, Link, MAX_TUNNEL_TIERS, TcpInfo, Tunnel, TunnelKind,
-    decap, decap_link,
+    DecapError, Decapsulated, Inline, Inner, L4, Link, MAX_TUNNEL_TIERS, MAX_VLAN_TAGS, TcpInfo,
+    Tunnel, TunnelKind, decap, decap_link,
 };

@@ -83,12 +83,12 @@ fn plain_ethernet_ipv4_tcp() {
 #[test]
 fn vlan_and_qinq() {
     let d = assert_inner_tcp(&vlan_tags(&[(0x8100, 42)], 0x0800, &inner_ip4_tcp()), false);
-    assert_eq!(d.vlans, [42]);
+    assert_eq!(d.vlans[..], [42]);
     let d = assert_inner_tcp(
         &vlan_tags(&[(0x88a8, 100), (0x8100, 7)], 0x86dd, &inner_ip6_tcp()),
         true,
     );
-    assert_eq!(d.vlans, [100, 7]);
+    assert_eq!(d.vlans[..], [100, 7]);
 }
 
 #[test]
@@ -289,7 +289,7 @@ fn every_truncation_of_valid_frames_is_an_error_not_a_panic() {
                     cut >= full.payload_offset,
                     "decoded a frame cut at {cut}: {d:?}"
                 );
-                assert_eq!((d.inner, d.tunnels), (full.inner, full.tunnels.clone()));
+                assert_eq!((d.inner, d.tunnels), (full.inner, full.tunnels));
             }
         }
     }

@@ -1,4 +1,4 @@
-//! A two-node lab in network namespaces: nodes `n1` and `n2` joined by a VXLAN tunnel (VNI 42,
+//! The two-node lab of scripts/lab.sh: nodes `n1` and `n2` joined by a VXLAN tunnel (VNI 42,
 //! UDP 4789) over a veth underlay (`eth0` in each node, 192.168.77.0/24), and one pod per node
 //! (`pa` on n1 at 10.244.1.2, `pb` on n2 at 10.244.2.2) behind a veth whose host end is `vpa` /
 //! `vpb`. Every address lives inside namespaces the lab created; nothing routes out. Dropping
@@ -26,77 +26,28 @@ pub(crate) struct Lab {
     procs: Vec<ChildGuard>,
 }
 
-fn run(args: &[&str]) {
-    let out = Command::new(args[0])
-        .args(&args[1..])
+/// Runs scripts/lab.sh `action` for `prefix`.
+fn lab_script(action: &str, prefix: &str) -> std::process::Output {
+    Command::new(concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/lab.sh"))
+        .args([action, prefix])
         .output()
-        .unwrap_or_else(|e| panic!("running {args:?}: {e}"));
-    assert!(
-        out.status.success(),
-        "{args:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+        .expect("running scripts/lab.sh")
 }
 
 impl Lab {
-    /// Builds the lab under namespace names starting with `wt<tag><pid>`.
+    /// Builds the lab (scripts/lab.sh) under namespace names starting with `wt<tag><pid>`.
     pub(crate) fn new(tag: &str) -> Self {
         let prefix = format!("wt{tag}{}", std::process::id() % 100_000);
+        let out = lab_script("up", &prefix);
         let lab = Self {
             prefix,
             procs: Vec::new(),
         };
-        let ns = |n: &str| lab.ns(n);
-        let (n1, n2, pa, pb) = (ns("n1"), ns("n2"), ns("pa"), ns("pb"));
-        for n in [&n1, &n2, &pa, &pb] {
-            let _ = Command::new("ip").args(["netns", "del", n]).output(); // a previous crash
-            run(&["ip", "netns", "add", n]);
-            run(&["ip", "-n", n, "link", "set", "lo", "up"]);
-        }
-        let ip = |n: &str, rest: &str| {
-            let mut args = vec!["ip", "-n", n];
-            args.extend(rest.split_whitespace());
-            run(&args);
-        };
-        ip(
-            &n1,
-            &format!("link add eth0 type veth peer name eth0 netns {n2}"),
+        assert!(
+            out.status.success(),
+            "scripts/lab.sh up failed: {}",
+            String::from_utf8_lossy(&out.stderr)
         );
-        for (n, me, peer, vx, sub, pod, host_end) in [
-            (&n1, NODE_1, NODE_2, "10.99.0.1", "10.244.1", &pa, "vpa"),
-            (&n2, NODE_2, NODE_1, "10.99.0.2", "10.244.2", &pb, "vpb"),
-        ] {
-            ip(n, &format!("addr add {me}/24 dev eth0"));
-            ip(n, "link set eth0 up");
-            ip(
-                n,
-                &format!(
-                    "link add vx0 type vxlan id {VNI} local {me} remote {peer} dstport 4789 dev eth0"
-                ),
-            );
-            ip(n, &format!("addr add {vx}/24 dev vx0"));
-            ip(n, "link set vx0 up");
-            ip(
-                n,
-                &format!("link add {host_end} type veth peer name eth0 netns {pod}"),
-            );
-            ip(n, &format!("addr add {sub}.1/24 dev {host_end}"));
-            ip(n, &format!("link set {host_end} up"));
-            ip(pod, &format!("addr add {sub}.2/24 dev eth0"));
-            ip(pod, "link set eth0 up mtu 1400");
-            ip(pod, &format!("route add default via {sub}.1"));
-            run(&[
-                "ip",
-                "netns",
-                "exec",
-                n,
-                "sysctl",
-                "-qw",
-                "net.ipv4.ip_forward=1",
-            ]);
-        }
-        ip(&n1, "route add 10.244.2.0/24 via 10.99.0.2");
-        ip(&n2, "route add 10.244.1.0/24 via 10.99.0.1");
         lab
     }
 
@@ -164,10 +115,6 @@ impl Lab {
 impl Drop for Lab {
     fn drop(&mut self) {
         self.procs.clear(); // ends them by pid
-        for short in ["pa", "pb", "n1", "n2"] {
-            let _ = Command::new("ip")
-                .args(["netns", "del", &self.ns(short)])
-                .output();
-        }
+        let _ = lab_script("down", &self.prefix);
     }
 }
