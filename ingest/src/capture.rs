@@ -159,6 +159,16 @@ pub struct Netns {
     pub path: Option<PathBuf>,
 }
 
+impl Netns {
+    /// The namespace pinned as `name` under /run/netns.
+    pub fn named(name: &str) -> Self {
+        Self {
+            name: name.into(),
+            path: Some(PathBuf::from(NETNS_DIR).join(name)),
+        }
+    }
+}
+
 /// The host namespace and every namespace pinned under /run/netns.
 pub fn namespaces() -> Vec<Netns> {
     let mut all = vec![Netns {
@@ -179,20 +189,31 @@ pub fn namespaces() -> Vec<Netns> {
     all
 }
 
-/// Runs `f` on a thread that has entered `ns` (sockets made there stay in that namespace).
+/// Moves the calling thread into `ns` (threads it starts afterwards are born there too).
+pub fn enter_netns(ns: &Netns) -> io::Result<()> {
+    let Some(path) = &ns.path else {
+        return Ok(());
+    };
+    let file = File::open(path)?;
+    // SAFETY: a valid namespace fd; setns changes only the calling thread.
+    if unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// Runs `f` on a short-lived thread that has entered `ns` (sockets made there stay in that
+/// namespace).
 pub fn in_netns<T: Send + 'static>(
     ns: &Netns,
     f: impl FnOnce() -> io::Result<T> + Send + 'static,
 ) -> io::Result<T> {
-    let Some(path) = ns.path.clone() else {
+    if ns.path.is_none() {
         return f();
-    };
+    }
+    let ns = ns.clone();
     std::thread::spawn(move || {
-        let file = File::open(&path)?;
-        // SAFETY: a valid namespace fd; setns only changes this (short-lived) thread.
-        if unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
-            return Err(io::Error::last_os_error());
-        }
+        enter_netns(&ns)?;
         f()
     })
     .join()
