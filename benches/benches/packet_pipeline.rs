@@ -31,8 +31,9 @@ const CONNECTIONS: u32 = 2_000;
 const EXCHANGES: usize = 8;
 const SNAPLEN: usize = 512;
 
-/// Whole frames, interleaved across connections.
-fn frames() -> Vec<Vec<u8>> {
+/// Whole frames, interleaved across connections; `http` false sends the same sizes of opaque
+/// (TLS-like) bytes, so no message head is ever found: what is left is the per-packet path.
+fn frames(http: bool) -> Vec<Vec<u8>> {
     let per_conn: Vec<Vec<Vec<u8>>> = (0..CONNECTIONS)
         .map(|i| {
             let client = IpAddr::V4(Ipv4Addr::from(0x0af4_0100 + (i % 200)));
@@ -47,11 +48,20 @@ fn frames() -> Vec<Vec<u8>> {
                 let req = format!(
                     "GET /api/v1/items/{n}?user={i} HTTP/1.1\r\nHost: catalog\r\nX-Request-ID: {i:08x}-{n}\r\n\r\n"
                 );
-                packets.extend(s.send(true, req.as_bytes(), 1400));
+                let opaque = |len: usize| vec![0x17u8; len];
+                let req = if http {
+                    req.into_bytes()
+                } else {
+                    opaque(req.len())
+                };
+                packets.extend(s.send(true, &req, 1400));
                 let body = 200 + (i as usize * 131 + n * 977) % 5800;
                 let mut resp =
                     format!("HTTP/1.1 200 OK\r\nContent-Length: {body}\r\n\r\n").into_bytes();
                 resp.resize(resp.len() + body, b'{');
+                if !http {
+                    resp = opaque(resp.len());
+                }
                 for (k, seg) in s.send(false, &resp, 1400).into_iter().enumerate() {
                     packets.push(seg);
                     if k % 2 == 1 {
@@ -90,12 +100,16 @@ fn point() -> Arc<CapturePoint> {
 }
 
 fn bench(c: &mut Criterion) {
-    let whole = frames();
+    let whole = frames(true);
+    let opaque = frames(false);
     // As the capture ring holds them: cut to the snaplen, with the wire length kept.
-    let frames: Vec<(&[u8], usize)> = whole
-        .iter()
-        .map(|f| (&f[..f.len().min(SNAPLEN)], f.len()))
-        .collect();
+    let snapped = |all: &[Vec<u8>]| -> Vec<(Vec<u8>, usize)> {
+        all.iter()
+            .map(|f| (f[..f.len().min(SNAPLEN)].to_vec(), f.len()))
+            .collect()
+    };
+    let frames = snapped(&whole);
+    let opaque = snapped(&opaque);
     let mut g = c.benchmark_group("packet_pipeline");
     g.throughput(Throughput::Elements(frames.len() as u64));
     g.bench_function("decap", |b| {
@@ -105,27 +119,32 @@ fn bench(c: &mut Criterion) {
             }
         })
     });
-    g.bench_function("flow_table", |b| {
-        b.iter(|| {
-            let counters = IngestCounters::default();
-            let mut t = FlowTable::new(point());
-            for (i, (f, wire)) in frames.iter().enumerate() {
-                t.push(
-                    &Frame {
-                        time_us: i as i64,
-                        outgoing: Some(true),
-                        data: f,
-                        link: Link::Ethernet,
-                        wire_len: *wire,
-                    },
-                    &counters,
-                );
-            }
-            t.finish(&counters);
-            assert_eq!(t.take_spans().len(), CONNECTIONS as usize * EXCHANGES);
-            black_box(t.take_records());
-        })
-    });
+    for (name, input, spans) in [
+        ("flow_table", &frames, CONNECTIONS as usize * EXCHANGES),
+        ("flow_table_opaque", &opaque, 0),
+    ] {
+        g.bench_function(name, |b| {
+            b.iter(|| {
+                let counters = IngestCounters::default();
+                let mut t = FlowTable::new(point());
+                for (i, (f, wire)) in input.iter().enumerate() {
+                    t.push(
+                        &Frame {
+                            time_us: i as i64,
+                            outgoing: Some(true),
+                            data: f,
+                            link: Link::Ethernet,
+                            wire_len: *wire,
+                        },
+                        &counters,
+                    );
+                }
+                t.finish(&counters);
+                assert_eq!(t.take_spans().len(), spans);
+                black_box(t.take_records());
+            })
+        });
+    }
     let dir = std::env::temp_dir().join(format!("wiretrace-bench-{}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("temp dir");
     let file = dir.join("bench.pcap");

@@ -84,18 +84,21 @@ struct FlowKey {
     tunnel_id: u32,
 }
 
+/// One flow's state. What every frame touches stays inline and small, so thousands of flows
+/// fit in cache; the rest (the row being built) sits behind a box.
 #[derive(Debug)]
 struct Flow {
-    id: u64,
     /// End 0 is the first packet's sender.
     end0: (IpAddr, u16),
-    ends: Ends,
-    /// Which end sent the SYN.
-    client: Option<usize>,
-    conv: Conversation<PacketMeta>,
     next_seq: [Option<u32>; 2],
     fin: [bool; 2],
-    record: FlowRecord,
+    /// Which end sent the SYN.
+    client: Option<u8>,
+    packets: [u64; 2],
+    bytes: [u64; 2],
+    last_us: i64,
+    conv: Conversation<PacketMeta>,
+    record: Box<FlowRecord>,
 }
 
 /// Turns the frames of one capture point into spans and flow rows.
@@ -169,22 +172,23 @@ impl FlowTable {
                 IngestCounters::add(&counters.flows, 1);
                 let id = self.next_id;
                 self.next_id += 1;
-                let ends: Ends = [
-                    (src.0.to_string().into(), src.1),
-                    (dst.0.to_string().into(), dst.1),
-                ];
                 v.insert(Flow {
-                    id,
                     end0: src,
-                    client: None,
-                    conv: Conversation::default(),
                     next_seq: [None; 2],
                     fin: [false; 2],
-                    record: FlowRecord {
+                    client: None,
+                    packets: [0; 2],
+                    bytes: [0; 2],
+                    last_us: frame.time_us,
+                    conv: Conversation::default(),
+                    record: Box::new(FlowRecord {
                         point: Arc::clone(&self.point),
                         flow_id: id,
                         protocol: if proto == 6 { "tcp" } else { "udp" },
-                        ends: ends.clone(),
+                        ends: [
+                            (src.0.to_string().into(), src.1),
+                            (dst.0.to_string().into(), dst.1),
+                        ],
                         start_us: frame.time_us,
                         end_us: frame.time_us,
                         bytes: [0; 2],
@@ -195,8 +199,7 @@ impl FlowTable {
                         fin_us: [None; 2],
                         tunnel,
                         close: "open",
-                    },
-                    ends,
+                    }),
                 })
             }
         };
@@ -206,22 +209,22 @@ impl FlowTable {
             Direction::Ingress
         };
         let side = dir as usize;
-        let rec = &mut flow.record;
-        rec.end_us = rec.end_us.max(frame.time_us);
-        rec.packets[side] += 1;
-        rec.bytes[side] += payload_len;
+        flow.last_us = flow.last_us.max(frame.time_us);
+        flow.packets[side] += 1;
+        flow.bytes[side] += payload_len;
         let Some(tcp) = tcp else {
             return;
         };
+        let rec = &mut flow.record;
         let flags = tcp.flags;
         let mut seq = tcp.seq;
         if flags & SYN != 0 {
             if flags & ACK == 0 {
                 rec.syn_us.get_or_insert(frame.time_us);
-                flow.client = Some(side);
+                flow.client = Some(side as u8);
             } else {
                 rec.syn_ack_us.get_or_insert(frame.time_us);
-                flow.client.get_or_insert(1 - side);
+                flow.client.get_or_insert(1 - side as u8);
             }
             seq = seq.wrapping_add(1);
             flow.next_seq[side] = Some(seq);
@@ -273,14 +276,18 @@ impl FlowTable {
         for x in self.scratch.drain(..) {
             let point = observation_point(self.point.role, x.request.meta.outgoing);
             let tunnel = flow.record.tunnel;
-            self.spans
-                .push(x.into_span(&flow.ends, point, flow.id, |req, _| {
+            self.spans.push(x.into_span(
+                &flow.record.ends,
+                point,
+                flow.record.flow_id,
+                |req, _| {
                     Seen::Packet(PacketSeen {
                         point: Arc::clone(&self.point),
                         tunnel,
                         headers: req.meta.headers,
                     })
-                }));
+                },
+            ));
         }
         let closed = if flags & RST != 0 {
             Some("rst")
@@ -298,8 +305,11 @@ impl FlowTable {
 
     fn close(&mut self, flow: Flow, how: &'static str, counters: &IngestCounters) {
         IngestCounters::add(&counters.unanswered_requests, flow.conv.pending() as u64);
-        let mut rec = flow.record;
+        let mut rec = *flow.record;
         rec.close = how;
+        rec.end_us = flow.last_us;
+        rec.packets = flow.packets;
+        rec.bytes = flow.bytes;
         if flow.client == Some(1) {
             rec.ends.swap(0, 1);
             rec.bytes.swap(0, 1);
@@ -316,7 +326,7 @@ impl FlowTable {
         let idle: Vec<FlowKey> = self
             .flows
             .iter()
-            .filter(|(_, f)| f.record.end_us < cutoff)
+            .filter(|(_, f)| f.last_us < cutoff)
             .map(|(k, _)| *k)
             .collect();
         for k in idle {
