@@ -16,6 +16,7 @@ LLVM=22
 apt_pkgs=()
 command -v curl >/dev/null || apt_pkgs+=(curl)
 command -v psql >/dev/null || apt_pkgs+=(postgresql-client)
+command -v ip >/dev/null || apt_pkgs+=(iproute2)
 [ -x /usr/lib/llvm-$LLVM/bin/llvm-config ] || apt_pkgs+=(llvm-$LLVM-dev)
 if [ ${#apt_pkgs[@]} -gt 0 ]; then
     log "apt-get install ${apt_pkgs[*]}"

@@ -1,16 +1,24 @@
-//! Every query in sql-examples/ runs through psql and returns rows on freshly captured spans.
+//! Every query in sql-examples/ runs through psql and returns rows on freshly captured spans:
+//! eBPF spans of loopback traffic, and eBPF plus packet spans and flows of a request across the
+//! two-node lab's tunnel.
 
 use std::{path::Path, process::Command};
 
-use crate::support::{Wiretrace, can_capture, chain_server, free_port, http_server};
+use crate::{
+    lab::{Lab, POD_B},
+    support::{Wiretrace, can_capture, chain_server, free_port, http_server},
+};
 
 #[test]
 fn every_sql_example_returns_rows_on_captured_spans() {
     if !can_capture("every_sql_example_returns_rows_on_captured_spans") {
         return;
     }
-    let wt = Wiretrace::up();
+    let mut lab = Lab::new("s");
     let site = tempfile::tempdir().unwrap();
+    lab.http_server_in_pod_b(8080, site.path());
+    let args = lab.capture_args();
+    let wt = Wiretrace::up_with(&args.iter().map(String::as_str).collect::<Vec<_>>());
     std::fs::write(site.path().join("index.html"), "<p>hi</p>").unwrap();
     std::fs::write(site.path().join("leaf"), "{\"leaf\": 1}").unwrap();
     let leaf_port = free_port();
@@ -31,10 +39,27 @@ fn every_sql_example_returns_rows_on_captured_spans() {
         .status()
         .unwrap();
     assert!(status.success());
+    let status = lab
+        .exec("pa", "curl")
+        .args(["-sf", "-o", "/dev/null"])
+        .arg(format!("http://{POD_B}:8080/index.html"))
+        .status()
+        .unwrap();
+    assert!(status.success());
     // c-p + s-p for /index.html, /missing, /chain and the chain's /leaf call.
     wt.wait_rows(
         &format!("select _id from l7_flow_log where server_port in ({leaf_port}, {chain_port})"),
         8,
+    );
+    // The lab request at six points, and its flow (closed by curl) at four.
+    wt.wait_rows(
+        "select _id from l7_flow_log where server_port = 8080 and request_resource = '/index.html'",
+        6,
+    );
+    wt.wait_rows(
+        "select _id from l4_flow_log where server_port = 8080 and close_type = 'fin' \
+         and client_port = (select max(client_port) from l7_flow_log where server_port = 8080)",
+        4,
     );
 
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("sql-examples");
@@ -44,7 +69,7 @@ fn every_sql_example_returns_rows_on_captured_spans() {
         .filter(|p| p.extension().is_some_and(|e| e == "sql"))
         .collect();
     files.sort();
-    assert!(files.len() >= 10, "sql-examples has {} files", files.len());
+    assert!(files.len() >= 15, "sql-examples has {} files", files.len());
     for f in files {
         let out = wt.psql_file(&f);
         assert!(
