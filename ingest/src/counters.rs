@@ -46,6 +46,8 @@ counters!(
     idle_connections_dropped,
     /// Span batches that could not be handed to storage.
     batches_dropped,
+    /// Interfaces with an open packet capture right now (a gauge, not a count).
+    capture_interfaces,
     /// Frames captured on NICs (AF_PACKET) or read from pcap files.
     packets,
     /// Frames the kernel dropped because a capture ring was full.

@@ -3,9 +3,12 @@
 //! is fed in sequence order to the same [`Conversation`] socket events use, so a span's
 //! `req_tcp_seq` / `resp_tcp_seq` are the first bytes' sequence numbers, as in eBPF spans.
 
-use std::{net::IpAddr, sync::Arc};
-
-use std::collections::hash_map::Entry;
+use std::{
+    collections::hash_map::Entry,
+    hash::{Hash, Hasher},
+    net::IpAddr,
+    sync::Arc,
+};
 
 use rustc_hash::FxHashMap;
 use wiretrace_ebpf_common::Direction;
@@ -21,6 +24,9 @@ use crate::{
 /// Flows with no packet for this long are closed (row written, state dropped).
 pub const FLOW_IDLE_TIMEOUT_US: i64 = 60 * 1_000_000;
 
+/// A flow open this long writes a row for the period (counts since its previous row).
+pub const FLOW_REPORT_PERIOD_US: i64 = 60 * 1_000_000;
+
 /// Most header bytes kept per span in `captured_headers`.
 const MAX_HEADER_BYTES: usize = 256;
 
@@ -29,7 +35,8 @@ const SYN: u8 = 0x02;
 const RST: u8 = 0x04;
 const ACK: u8 = 0x10;
 
-/// One flow at one capture point, as a row of `l4_flow_log`.
+/// One flow at one capture point over one period (from its first packet or previous row to its
+/// close, or to the end of a report period), as a row of `l4_flow_log`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FlowRecord {
     /// Where it was seen.
@@ -58,7 +65,8 @@ pub struct FlowRecord {
     pub fin_us: [Option<i64>; 2],
     /// The outermost tunnel.
     pub tunnel: Option<Tunnel>,
-    /// "fin", "rst", "timeout" or "open" (still open when the agent stopped).
+    /// "fin", "rst", "timeout", or "open": still open at the end of a report period or when
+    /// capture stopped.
     pub close: &'static str,
 }
 
@@ -76,12 +84,57 @@ struct PacketMeta {
     outgoing: Option<bool>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct FlowKey {
     lo: (IpAddr, u16),
     hi: (IpAddr, u16),
     proto: u8,
     tunnel_id: u32,
+}
+
+/// Hashes the addresses as integers and the small fields as one word: a few multiply-rotates
+/// with FxHash, where the derived impl hashes enum tags and length-prefixed byte slices.
+impl Hash for FlowKey {
+    fn hash<H: Hasher>(&self, h: &mut H) {
+        for ip in [self.lo.0, self.hi.0] {
+            match ip {
+                IpAddr::V4(a) => h.write_u32(a.to_bits()),
+                IpAddr::V6(a) => h.write_u128(a.to_bits()),
+            }
+        }
+        h.write_u64(
+            u64::from(self.lo.1) << 48
+                | u64::from(self.hi.1) << 32
+                | u64::from(self.tunnel_id) << 8
+                | u64::from(self.proto),
+        );
+    }
+}
+
+impl Flow {
+    /// The row for the period that ends at `end_us` (client end first); the next period starts
+    /// there with its counts at zero.
+    fn report(&mut self, how: &'static str, end_us: i64) -> FlowRecord {
+        let mut rec = FlowRecord {
+            close: how,
+            end_us: end_us.max(self.record.start_us),
+            packets: std::mem::take(&mut self.packets),
+            bytes: std::mem::take(&mut self.bytes),
+            ..(*self.record).clone()
+        };
+        let next = &mut self.record;
+        next.start_us = end_us;
+        next.retransmissions = [0; 2];
+        (next.syn_us, next.syn_ack_us, next.fin_us) = (None, None, [None; 2]);
+        if self.client == Some(1) {
+            rec.ends.swap(0, 1);
+            rec.bytes.swap(0, 1);
+            rec.packets.swap(0, 1);
+            rec.retransmissions.swap(0, 1);
+            rec.fin_us.swap(0, 1);
+        }
+        rec
+    }
 }
 
 /// One flow's state. What every frame touches stays inline and small, so thousands of flows
@@ -303,24 +356,13 @@ impl FlowTable {
         }
     }
 
-    fn close(&mut self, flow: Flow, how: &'static str, counters: &IngestCounters) {
+    fn close(&mut self, mut flow: Flow, how: &'static str, counters: &IngestCounters) {
         IngestCounters::add(&counters.unanswered_requests, flow.conv.pending() as u64);
-        let mut rec = *flow.record;
-        rec.close = how;
-        rec.end_us = flow.last_us;
-        rec.packets = flow.packets;
-        rec.bytes = flow.bytes;
-        if flow.client == Some(1) {
-            rec.ends.swap(0, 1);
-            rec.bytes.swap(0, 1);
-            rec.packets.swap(0, 1);
-            rec.retransmissions.swap(0, 1);
-            rec.fin_us.swap(0, 1);
-        }
-        self.records.push(rec);
+        self.records.push(flow.report(how, flow.last_us));
     }
 
-    /// Closes flows idle since before `now_us - FLOW_IDLE_TIMEOUT_US`.
+    /// Closes flows idle since before `now_us - FLOW_IDLE_TIMEOUT_US`, and has every flow open
+    /// for a whole [`FLOW_REPORT_PERIOD_US`] report that period.
     pub fn expire_idle(&mut self, now_us: i64, counters: &IngestCounters) {
         let cutoff = now_us - FLOW_IDLE_TIMEOUT_US;
         let idle: Vec<FlowKey> = self
@@ -332,6 +374,11 @@ impl FlowTable {
         for k in idle {
             if let Some(f) = self.flows.remove(&k) {
                 self.close(f, "timeout", counters);
+            }
+        }
+        for flow in self.flows.values_mut() {
+            if now_us - flow.record.start_us >= FLOW_REPORT_PERIOD_US {
+                self.records.push(flow.report("open", now_us));
             }
         }
     }
@@ -596,6 +643,45 @@ mod tests {
         );
         assert_eq!(spans[0].observation_point, "rest");
         assert_eq!(spans[0].client.1, 40000);
+    }
+
+    #[test]
+    fn long_flows_report_every_period_with_that_periods_counts() {
+        let (mut t, c) = table(NicRole::Pod);
+        let mut s = session();
+        let mut now = 0;
+        let hs = s.handshake();
+        feed(&mut t, &c, Encap::Plain, false, &s, &hs, &mut now);
+        // An exchange every 20 s: the flow never idles, but it lives past a period.
+        for _ in 0..3 {
+            now += 20_000_000;
+            let mut p = s.send(true, REQ, 1400);
+            p.extend(s.send(false, &response(10), 1400));
+            feed(&mut t, &c, Encap::Plain, false, &s, &p, &mut now);
+        }
+        let cut = now + 1;
+        t.expire_idle(cut, &c);
+        let first = t.take_records();
+        assert_eq!(first.len(), 1, "one period row, flow kept");
+        assert_eq!(t.flows(), 1);
+        assert_eq!(
+            (first[0].close, first[0].start_us, first[0].end_us),
+            ("open", 100, cut)
+        );
+        assert_eq!(
+            first[0].packets,
+            [2 + 3, 1 + 3],
+            "SYN, ACK, 3 requests; SYN-ACK, 3 responses"
+        );
+        assert!(first[0].syn_us.is_some());
+        let fin = s.close();
+        feed(&mut t, &c, Encap::Plain, false, &s, &fin, &mut now);
+        let last = t.take_records();
+        assert_eq!(last.len(), 1);
+        assert_eq!((last[0].close, last[0].start_us), ("fin", cut));
+        assert_eq!(last[0].packets, [1, 1], "only this period's FINs");
+        assert_eq!(last[0].syn_us, None);
+        assert_eq!(t.take_spans().len(), 3);
     }
 
     #[test]

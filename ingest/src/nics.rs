@@ -1,10 +1,13 @@
 //! Live packet capture: one thread per selected interface, each owning its ring and its
-//! [`FlowTable`], sending spans and flow rows to the agent every flush. Interfaces that appear
-//! later (a new pod, a new namespace) are picked up by [`NicCaptures::rescan`]; a thread whose
-//! interface goes away ends and may be reopened by a later rescan.
+//! [`FlowTable`], sending spans and flow rows to the agent every flush. [`NicCaptures::rescan`]
+//! picks up interfaces that appear later (a new pod, a new namespace) and stops captures whose
+//! namespace was deleted: an open socket would otherwise keep a deleted namespace, and its
+//! interfaces, alive. A capture whose interface goes away ends by itself.
 
 use std::{
-    collections::HashSet,
+    collections::HashMap,
+    os::unix::fs::MetadataExt,
+    path::Path,
     sync::{
         Arc, Mutex,
         atomic::{AtomicBool, Ordering},
@@ -16,7 +19,7 @@ use std::{
 use tokio::sync::mpsc;
 
 use crate::{
-    capture::{CapturePoint, CaptureRule, Ring, discover},
+    capture::{CapturePoint, CaptureRule, Netns, Ring, discover},
     counters::IngestCounters,
     event::unix_now_micros,
     flows::{FlowRecord, FlowTable},
@@ -43,7 +46,16 @@ pub struct NicOptions {
     pub flush_interval: Duration,
 }
 
-type OpenSet = Arc<Mutex<HashSet<(String, String)>>>;
+/// One open capture, by (netns, nic).
+#[derive(Debug)]
+struct Open {
+    /// Set to end this capture alone.
+    stop: Arc<AtomicBool>,
+    /// The pinned namespace file and its inode when the capture opened (None: the host).
+    pin: Option<(std::path::PathBuf, u64)>,
+}
+
+type OpenSet = Arc<Mutex<HashMap<(String, String), Open>>>;
 
 /// The running capture threads.
 #[derive(Debug)]
@@ -54,6 +66,11 @@ pub struct NicCaptures {
     threads: Vec<JoinHandle<()>>,
     tx: mpsc::Sender<PacketOutput>,
     counters: Arc<IngestCounters>,
+}
+
+/// The inode of a pinned namespace file: names the namespace itself.
+fn inode(path: &Path) -> Option<u64> {
+    std::fs::metadata(path).ok().map(|m| m.ino())
 }
 
 impl NicCaptures {
@@ -75,35 +92,69 @@ impl NicCaptures {
         me
     }
 
-    /// Opens captures on selected interfaces not yet captured.
+    /// Stops captures whose namespace is gone, then opens captures on selected interfaces not
+    /// yet captured.
     pub fn rescan(&mut self) {
         self.threads.retain(|t| !t.is_finished());
+        for ((netns, nic), open) in lock(&self.open).iter() {
+            if let Some((path, ino)) = &open.pin
+                && inode(path) != Some(*ino)
+            {
+                tracing::info!(%netns, %nic, "namespace deleted: capture stops");
+                open.stop.store(true, Ordering::Relaxed);
+            }
+        }
         for (ns, point) in discover(&self.options.rules) {
             let key = (point.netns.clone(), point.nic.clone());
-            if !lock(&self.open).insert(key.clone()) {
+            if lock(&self.open).contains_key(&key) {
                 continue;
             }
-            match Ring::open(&ns, &point.nic, self.options.snaplen) {
-                Ok(ring) => {
-                    tracing::info!(netns = %point.netns, nic = %point.nic, role = point.role.name(), "capturing packets");
-                    self.threads.push(self.spawn(point, ring, key));
-                }
-                Err(e) => {
-                    tracing::warn!(netns = %point.netns, nic = %point.nic, error = %e, "cannot capture");
-                    lock(&self.open).remove(&key);
-                }
+            self.open(ns, point, key);
+        }
+        publish_open(&self.open, &self.counters);
+    }
+
+    fn open(&mut self, ns: Netns, point: CapturePoint, key: (String, String)) {
+        let pin = match &ns.path {
+            Some(p) => match inode(p) {
+                Some(ino) => Some((p.clone(), ino)),
+                None => return, // deleted since discovery
+            },
+            None => None,
+        };
+        match Ring::open(&ns, &point.nic, self.options.snaplen) {
+            Ok(ring) => {
+                tracing::info!(netns = %point.netns, nic = %point.nic, role = point.role.name(), "capturing packets");
+                let stop = Arc::new(AtomicBool::new(false));
+                lock(&self.open).insert(
+                    key.clone(),
+                    Open {
+                        stop: Arc::clone(&stop),
+                        pin,
+                    },
+                );
+                self.threads.push(self.spawn(point, ring, key, stop));
+            }
+            Err(e) => {
+                tracing::warn!(netns = %point.netns, nic = %point.nic, error = %e, "cannot capture");
             }
         }
     }
 
     /// Interfaces being captured, as (netns, nic).
     pub fn points(&self) -> Vec<(String, String)> {
-        let mut v: Vec<_> = lock(&self.open).iter().cloned().collect();
+        let mut v: Vec<_> = lock(&self.open).keys().cloned().collect();
         v.sort();
         v
     }
 
-    fn spawn(&self, point: CapturePoint, mut ring: Ring, key: (String, String)) -> JoinHandle<()> {
+    fn spawn(
+        &self,
+        point: CapturePoint,
+        mut ring: Ring,
+        key: (String, String),
+        own_stop: Arc<AtomicBool>,
+    ) -> JoinHandle<()> {
         let (stop, open, tx, counters) = (
             Arc::clone(&self.stop),
             Arc::clone(&self.open),
@@ -125,7 +176,7 @@ impl NicCaptures {
                     IngestCounters::add(&counters.batches_dropped, 1);
                 }
             };
-            while !stop.load(Ordering::Relaxed) {
+            while !stop.load(Ordering::Relaxed) && !own_stop.load(Ordering::Relaxed) {
                 if let Err(e) = ring.poll(50, |f| table.push(f, &counters)) {
                     let p = table.point();
                     tracing::info!(netns = %p.netns, nic = %p.nic, error = %e, "capture ended");
@@ -145,7 +196,9 @@ impl NicCaptures {
             }
             table.finish(&counters);
             send(&mut table);
+            drop(ring); // releases the namespace before it is forgotten here
             lock(&open).remove(&key);
+            publish_open(&open, &counters);
         })
     }
 
@@ -156,6 +209,12 @@ impl NicCaptures {
             let _ = t.join();
         }
     }
+}
+
+/// Keeps the `capture_interfaces` gauge equal to the number of open captures.
+fn publish_open(open: &OpenSet, counters: &IngestCounters) {
+    let n = lock(open).len() as u64;
+    counters.capture_interfaces.store(n, Ordering::Relaxed);
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {

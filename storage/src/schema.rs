@@ -236,7 +236,8 @@ static L7_FIELDS: LazyLock<Vec<Field>> = LazyLock::new(|| {
     ]
 });
 
-/// Columns of `l4_flow_log`, in order. Suffix 0 = client side, 1 = server side.
+/// Columns of `l4_flow_log`, in order: a row per flow per capture point per period (a flow
+/// open longer than a minute writes one row a minute). Suffix 0 = client side, 1 = server side.
 static L4_FIELDS: LazyLock<Vec<Field>> = LazyLock::new(|| {
     use DataType::*;
     let ts_opt = |name: &str, doc: &str| col(name, ts(), true, doc);
@@ -334,7 +335,7 @@ static L4_FIELDS: LazyLock<Vec<Field>> = LazyLock::new(|| {
             "close_type",
             Utf8,
             false,
-            "fin, rst, timeout, or open (capture ended first)",
+            "fin, rst, timeout, or open: still open when its period (1 min) or the capture ended",
         ),
         col(
             "flow_id",

@@ -35,9 +35,24 @@ fn lab_script(action: &str, prefix: &str) -> std::process::Output {
 }
 
 impl Lab {
+    /// The namespace name prefix of the lab `new(tag)` builds.
+    pub(crate) fn prefix_for(tag: &str) -> String {
+        format!("wt{tag}{}", std::process::id() % 100_000)
+    }
+
+    /// Capture rules selecting the node NICs and pod veth host ends of the lab with `prefix`.
+    pub(crate) fn capture_args_for(prefix: &str) -> Vec<String> {
+        vec![
+            "--capture".into(),
+            format!("node={prefix}n*/eth0"),
+            "--capture".into(),
+            format!("pod={prefix}n*/vp*"),
+        ]
+    }
+
     /// Builds the lab (scripts/lab.sh) under namespace names starting with `wt<tag><pid>`.
     pub(crate) fn new(tag: &str) -> Self {
-        let prefix = format!("wt{tag}{}", std::process::id() % 100_000);
+        let prefix = Self::prefix_for(tag);
         let out = lab_script("up", &prefix);
         let lab = Self {
             prefix,
@@ -58,12 +73,7 @@ impl Lab {
 
     /// Capture rules selecting the lab's node NICs and pod veth host ends.
     pub(crate) fn capture_args(&self) -> Vec<String> {
-        vec![
-            "--capture".into(),
-            format!("node={}n*/eth0", self.prefix),
-            "--capture".into(),
-            format!("pod={}n*/vp*", self.prefix),
-        ]
+        Self::capture_args_for(&self.prefix)
     }
 
     /// A command run inside lab namespace `short`.

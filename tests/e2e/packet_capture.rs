@@ -3,7 +3,11 @@
 //! (c-nd), on node 2's NIC (s-nd), on B's veth (s) and by the server (s-p) — and all six agree on
 //! the TCP sequence numbers of request and response.
 
-use std::collections::HashMap;
+use std::{
+    collections::HashMap,
+    thread::sleep,
+    time::{Duration, Instant},
+};
 
 use crate::{
     lab::{Lab, NODE_1, NODE_2, POD_A, POD_B, VNI},
@@ -139,4 +143,51 @@ fn one_request_across_a_vxlan_tunnel_is_six_spans_with_equal_seqs() {
     );
     assert_eq!(wt.counter("packet_drops"), 0);
     assert_eq!(wt.counter("undecodable_packets"), 0);
+}
+
+/// Waits until the `capture_interfaces` gauge reads `n`.
+fn wait_interfaces(wt: &Wiretrace, n: u64, why: &str) {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while wt.counter("capture_interfaces") != n {
+        assert!(
+            Instant::now() < deadline,
+            "{why}: capture_interfaces never reached {n}"
+        );
+        sleep(Duration::from_millis(200));
+    }
+}
+
+/// Interfaces that appear after the agent started are captured within a rescan; deleting their
+/// namespaces ends the captures (an open socket would otherwise keep the namespace alive).
+#[test]
+fn captures_follow_namespaces_as_they_come_and_go() {
+    if !can_capture("captures_follow_namespaces_as_they_come_and_go") {
+        return;
+    }
+    let args = Lab::capture_args_for(&Lab::prefix_for("c"));
+    let wt = Wiretrace::up_with(&args.iter().map(String::as_str).collect::<Vec<_>>());
+    assert_eq!(wt.counter("capture_interfaces"), 0, "no lab yet");
+    let mut lab = Lab::new("c");
+    wait_interfaces(&wt, 4, "lab built");
+    let site = tempfile::tempdir().unwrap();
+    let path = format!("late-{}.txt", std::process::id());
+    std::fs::write(site.path().join(&path), "late\n").unwrap();
+    lab.http_server_in_pod_b(8080, site.path());
+    let status = lab
+        .exec("pa", "curl")
+        .args(["-sf", "-o", "/dev/null"])
+        .arg(format!("http://{POD_B}:8080/{path}"))
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let points = wt.wait_rows(
+        &format!(
+            "select observation_point from l7_flow_log where request_resource = '/{path}' \
+             and signal_source = 'packet' order by observation_point"
+        ),
+        4,
+    );
+    assert_eq!(points, [["c"], ["c-nd"], ["s"], ["s-nd"]]);
+    drop(lab);
+    wait_interfaces(&wt, 0, "lab deleted");
 }

@@ -1,7 +1,8 @@
 //! Offline ingest: capture files the test writes itself — one HTTP exchange inside each
-//! encapsulation the lab cannot make live (IPIP, GRE, GRE+TEB, Geneve with options, VLAN, QinQ,
-//! VXLAN over an IPv6 underlay) — read by `wiretrace ingest pcap`, then checked in SQL: the
-//! spans carry the inner tuple and sequence numbers, and `decap()` on the stored headers agrees.
+//! encapsulation the lab cannot make live (IP-in-IP and IPv6-in-IPv4, GRE, GRE+TEB, Geneve with
+//! options, VLAN, QinQ, VXLAN over an IPv6 underlay) — read by `wiretrace ingest pcap`, then
+//! checked in SQL: the spans carry the inner tuple and sequence numbers, and `decap()` on the
+//! stored headers agrees.
 //! Broken files are reported and what they held before the break is kept.
 
 use std::{net::IpAddr, path::Path, process::Command};
@@ -10,31 +11,27 @@ use wiretrace_packet::craft::{Encap, TcpSession, pcap_file, pcapng_file};
 
 use crate::support::Wiretrace;
 
-const CASES: &[(&str, Encap, &str, &str)] = &[
-    ("ipip", Encap::IpIp, "ipip", ""),
-    ("gre", Encap::Gre(7), "gre", "7"),
-    ("gre-teb", Encap::GreTeb(8), "gre-teb", "8"),
-    (
-        "geneve",
-        Encap::Geneve {
-            vni: 9,
-            opt_words: 3,
-        },
-        "geneve",
-        "9",
-    ),
-    ("vlan", Encap::Vlan(100), "", ""),
-    ("qinq", Encap::QinQ(200, 300), "", ""),
-    (
-        "vxlan6",
-        Encap::Vxlan {
-            vni: 10,
-            v6_underlay: true,
-        },
-        "vxlan",
-        "10",
-    ),
+/// (name, encapsulation, expected tunnel_type, expected tunnel_id, inner IPv6).
+const CASES: &[(&str, Encap, &str, &str, bool)] = &[
+    ("ipip", Encap::IpIp, "ipip", "", false),
+    ("ip6in4", Encap::IpIp, "ip6in4", "", true),
+    ("gre", Encap::Gre(7), "gre", "7", false),
+    ("gre-teb", Encap::GreTeb(8), "gre-teb", "8", false),
+    ("geneve", GENEVE, "geneve", "9", true),
+    ("vlan", Encap::Vlan(100), "", "", false),
+    ("qinq", Encap::QinQ(200, 300), "", "", true),
+    ("vxlan6", VXLAN6, "vxlan", "10", false),
 ];
+
+const GENEVE: Encap = Encap::Geneve {
+    vni: 9,
+    opt_words: 3,
+};
+
+const VXLAN6: Encap = Encap::Vxlan {
+    vni: 10,
+    v6_underlay: true,
+};
 
 const RESPONSE: &[u8] = b"HTTP/1.1 404 Not Found\r\nContent-Length: 4\r\n\r\nnope";
 
@@ -89,9 +86,8 @@ fn every_encapsulation_gives_inner_tuples_and_seqs_in_sql() {
     let t0 = 1_767_225_600_000_000; // 2026-01-01T00:00:00Z
     let mut frames = Vec::new();
     let mut want = Vec::new();
-    for (i, (name, encap, _, _)) in CASES.iter().enumerate() {
-        let v6 = matches!(encap, Encap::Geneve { .. });
-        let (c, s): (IpAddr, IpAddr) = if v6 {
+    for (i, (name, encap, _, _, v6)) in CASES.iter().enumerate() {
+        let (c, s): (IpAddr, IpAddr) = if *v6 {
             ("fd00:1::5".parse().unwrap(), "fd00:2::7".parse().unwrap())
         } else {
             ("10.1.0.5".parse().unwrap(), "10.2.0.7".parse().unwrap())
@@ -116,9 +112,14 @@ fn every_encapsulation_gives_inner_tuples_and_seqs_in_sql() {
         stderr.contains(&format!("{} frames", frames.len())),
         "{stderr}"
     );
-    assert!(stderr.contains("7 spans, 7 flows"), "{stderr}");
+    let n = CASES.len();
+    assert!(
+        stderr.contains(&format!("{n} spans, {n} flows")),
+        "{stderr}"
+    );
 
-    for ((name, port, c, s, (req, resp)), (_, _, tunnel_type, tunnel_id)) in want.iter().zip(CASES)
+    for ((name, port, c, s, (req, resp)), (_, _, tunnel_type, tunnel_id, _)) in
+        want.iter().zip(CASES)
     {
         let rows = wt.psql(&format!(
             "select ip_0, ip_1, server_port, req_tcp_seq, resp_tcp_seq, response_code, \
