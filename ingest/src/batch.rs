@@ -75,11 +75,10 @@ impl SpanBatchBuilder {
         let pkt_str = |f: &dyn for<'a> Fn(&'a PacketSeen) -> Option<&'a str>| {
             strs(&|s| s.packet().and_then(f))
         };
-        let tunnel_ip = |outer: fn(&Tunnel) -> IpAddr| -> ArrayRef {
-            Arc::new(
-                s.iter()
-                    .map(|s| s.packet()?.tunnel.as_ref().map(|t| outer(t).to_string()))
-                    .collect::<StringArray>(),
+        let tunnel_ip = |outer: fn(&Tunnel) -> IpAddr| {
+            tunnel_ips(
+                s.iter().map(|s| s.packet().and_then(|p| p.tunnel.as_ref())),
+                outer,
             )
         };
         let columns: Vec<ArrayRef> = schema
@@ -211,13 +210,8 @@ impl SpanBatchBuilder {
                     .with_timezone("UTC"),
             )
         };
-        let tunnel_ip = |outer: fn(&Tunnel) -> IpAddr| -> ArrayRef {
-            Arc::new(
-                f.iter()
-                    .map(|r| r.tunnel.as_ref().map(|t| outer(t).to_string()))
-                    .collect::<StringArray>(),
-            )
-        };
+        let tunnel_ip =
+            |outer: fn(&Tunnel) -> IpAddr| tunnel_ips(f.iter().map(|r| r.tunnel.as_ref()), outer);
         let columns: Vec<ArrayRef> = schema
             .fields()
             .iter()
@@ -263,6 +257,18 @@ impl SpanBatchBuilder {
             .collect();
         RecordBatch::try_new(schema, columns)
     }
+}
+
+/// One outer address per row (`outer_src` or `outer_dst` of its tunnel), null without one.
+fn tunnel_ips<'a>(
+    tunnels: impl Iterator<Item = Option<&'a Tunnel>>,
+    outer: fn(&Tunnel) -> IpAddr,
+) -> ArrayRef {
+    Arc::new(
+        tunnels
+            .map(|t| t.map(|t| outer(t).to_string()))
+            .collect::<StringArray>(),
+    )
 }
 
 fn null_column(field: &Field, n: usize) -> ArrayRef {

@@ -104,13 +104,7 @@ impl Lab {
             .push(ChildGuard::spawn(cmd, "python3 -m http.server in pod B"));
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
         loop {
-            let ok = self
-                .exec("pa", "curl")
-                .args(["-s", "-o", "/dev/null", "--max-time", "1"])
-                .arg(format!("http://{POD_B}:{port}/"))
-                .status()
-                .is_ok_and(|s| s.success());
-            if ok {
+            if self.curl_from_pod_a(port, "/", &["--max-time", "1"]) {
                 return;
             }
             assert!(
@@ -119,6 +113,19 @@ impl Lab {
             );
             std::thread::sleep(std::time::Duration::from_millis(100));
         }
+    }
+}
+
+impl Lab {
+    /// GETs `path` from pod B's `port` with curl in pod A (plus `extra` curl options); true on
+    /// a 2xx answer.
+    pub(crate) fn curl_from_pod_a(&self, port: u16, path: &str, extra: &[&str]) -> bool {
+        self.exec("pa", "curl")
+            .args(["-sf", "-o", "/dev/null"])
+            .args(extra)
+            .arg(format!("http://{POD_B}:{port}{path}"))
+            .status()
+            .is_ok_and(|s| s.success())
     }
 }
 

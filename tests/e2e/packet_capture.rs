@@ -31,14 +31,11 @@ fn one_request_across_a_vxlan_tunnel_is_six_spans_with_equal_seqs() {
     lab.http_server_in_pod_b(8080, site.path());
 
     let args = lab.capture_args();
-    let wt = Wiretrace::up_with(&args.iter().map(String::as_str).collect::<Vec<_>>());
-    let status = lab
-        .exec("pa", "curl")
-        .args(["-sf", "-o", "/dev/null"])
-        .arg(format!("http://{POD_B}:8080/{path}"))
-        .status()
-        .unwrap();
-    assert!(status.success(), "curl from pod A failed");
+    let wt = Wiretrace::up_with(&args);
+    assert!(
+        lab.curl_from_pod_a(8080, &format!("/{path}"), &[]),
+        "curl from pod A failed"
+    );
 
     let names: Vec<&str> = COLS.split(", ").map(str::trim).collect();
     let rows: Vec<HashMap<&str, String>> = wt
@@ -165,7 +162,7 @@ fn captures_follow_namespaces_as_they_come_and_go() {
         return;
     }
     let args = Lab::capture_args_for(&Lab::prefix_for("c"));
-    let wt = Wiretrace::up_with(&args.iter().map(String::as_str).collect::<Vec<_>>());
+    let wt = Wiretrace::up_with(&args);
     assert_eq!(wt.counter("capture_interfaces"), 0, "no lab yet");
     let mut lab = Lab::new("c");
     wait_interfaces(&wt, 4, "lab built");
@@ -173,13 +170,10 @@ fn captures_follow_namespaces_as_they_come_and_go() {
     let path = format!("late-{}.txt", std::process::id());
     std::fs::write(site.path().join(&path), "late\n").unwrap();
     lab.http_server_in_pod_b(8080, site.path());
-    let status = lab
-        .exec("pa", "curl")
-        .args(["-sf", "-o", "/dev/null"])
-        .arg(format!("http://{POD_B}:8080/{path}"))
-        .status()
-        .unwrap();
-    assert!(status.success());
+    assert!(
+        lab.curl_from_pod_a(8080, &format!("/{path}"), &[]),
+        "curl from pod A failed"
+    );
     let points = wt.wait_rows(
         &format!(
             "select observation_point from l7_flow_log where request_resource = '/{path}' \

@@ -5,7 +5,7 @@
 use std::{path::Path, process::Command};
 
 use crate::{
-    lab::{Lab, POD_B},
+    lab::Lab,
     support::{Wiretrace, can_capture, chain_server, free_port, http_server},
 };
 
@@ -18,7 +18,7 @@ fn every_sql_example_returns_rows_on_captured_spans() {
     let site = tempfile::tempdir().unwrap();
     lab.http_server_in_pod_b(8080, site.path());
     let args = lab.capture_args();
-    let wt = Wiretrace::up_with(&args.iter().map(String::as_str).collect::<Vec<_>>());
+    let wt = Wiretrace::up_with(&args);
     std::fs::write(site.path().join("index.html"), "<p>hi</p>").unwrap();
     std::fs::write(site.path().join("leaf"), "{\"leaf\": 1}").unwrap();
     let leaf_port = free_port();
@@ -39,13 +39,10 @@ fn every_sql_example_returns_rows_on_captured_spans() {
         .status()
         .unwrap();
     assert!(status.success());
-    let status = lab
-        .exec("pa", "curl")
-        .args(["-sf", "-o", "/dev/null"])
-        .arg(format!("http://{POD_B}:8080/index.html"))
-        .status()
-        .unwrap();
-    assert!(status.success());
+    assert!(
+        lab.curl_from_pod_a(8080, "/index.html", &[]),
+        "curl from pod A failed"
+    );
     // c-p + s-p for /index.html, /missing, /chain and the chain's /leaf call.
     wt.wait_rows(
         &format!("select _id from l7_flow_log where server_port in ({leaf_port}, {chain_port})"),

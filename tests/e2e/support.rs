@@ -103,9 +103,9 @@ impl Wiretrace {
     }
 
     /// Starts `wiretrace up` with extra arguments.
-    pub(crate) fn up_with(extra: &[&str]) -> Self {
+    pub(crate) fn up_with(extra: &[String]) -> Self {
         let mut args = vec!["up", "--flush-ms", "200"];
-        args.extend_from_slice(extra);
+        args.extend(extra.iter().map(String::as_str));
         Self::start(&args)
     }
 
