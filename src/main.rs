@@ -14,7 +14,7 @@ use clap::{Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
 use tokio::sync::{mpsc, watch};
 use wiretrace_ingest::{
-    Agent, AgentConfig, DEFAULT_SNAPLEN, IngestCounters, TableBatch,
+    Agent, AgentConfig, DEFAULT_RING_MIB, DEFAULT_SNAPLEN, IngestCounters, TableBatch,
     batch::SpanBatchBuilder,
     capture::{CaptureRule, DEFAULT_RULES, NicRole},
     loader::ProbeOptions,
@@ -103,6 +103,9 @@ struct PacketArgs {
     /// Bytes kept per captured frame.
     #[arg(long, default_value_t = DEFAULT_SNAPLEN, value_parser = clap::value_parser!(u32).range(64..=65535))]
     snaplen: u32,
+    /// Capture ring per interface, MiB (kernel memory; more absorbs longer bursts).
+    #[arg(long, default_value_t = DEFAULT_RING_MIB as u64, value_parser = clap::value_parser!(u64).range(2..=1024))]
+    ring_mib: u64,
 }
 
 impl PacketArgs {
@@ -187,6 +190,7 @@ async fn up(
         flush_interval: Duration::from_millis(flush_ms.max(10)),
         capture_rules: packets.rules()?,
         snaplen: packets.snaplen,
+        ring_mib: packets.ring_mib as usize,
         ..AgentConfig::default()
     })
     .context("cannot start capture (use `wiretrace serve` to query existing data without it)")?;

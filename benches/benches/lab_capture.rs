@@ -5,7 +5,7 @@
 //! frames captured per second, the kernel's ring drops, and whether every request became one
 //! packet span at each of the four points.
 //!
-//! `cargo bench -p wiretrace-benches --bench lab_capture -- [SECONDS] [CLIENTS]`
+//! `cargo bench -p wiretrace-benches --bench lab_capture -- [SECONDS] [CLIENTS] [RING_MIB]`
 
 use std::{
     collections::HashMap,
@@ -100,6 +100,10 @@ fn main() {
     let mut args = std::env::args().skip(1).filter(|a| !a.starts_with("--"));
     let seconds: u64 = args.next().and_then(|a| a.parse().ok()).unwrap_or(10);
     let clients: usize = args.next().and_then(|a| a.parse().ok()).unwrap_or(8);
+    let ring_mib: usize = args
+        .next()
+        .and_then(|a| a.parse().ok())
+        .unwrap_or(wiretrace_ingest::DEFAULT_RING_MIB);
     // SAFETY: geteuid has no preconditions.
     if unsafe { libc::geteuid() } != 0 {
         eprintln!("SKIP lab_capture: needs root (network namespaces, AF_PACKET)");
@@ -126,6 +130,7 @@ fn main() {
         NicOptions {
             rules,
             snaplen: wiretrace_ingest::DEFAULT_SNAPLEN,
+            ring_mib,
             flush_interval: Duration::from_millis(200),
         },
         tx,
@@ -166,7 +171,7 @@ fn main() {
     let frames = counters.packets.load(Ordering::Relaxed);
     let drops = counters.packet_drops.load(Ordering::Relaxed);
     println!(
-        "lab_capture: {clients} keep-alive clients, {elapsed:.1} s: {requests} requests \
+        "lab_capture: {clients} keep-alive clients, {ring_mib} MiB rings, {elapsed:.1} s: {requests} requests \
          ({:.0}/s); {frames} frames captured at 4 points ({:.0}/s); kernel ring drops: {drops}",
         requests as f64 / elapsed,
         frames as f64 / elapsed,

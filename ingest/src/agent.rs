@@ -42,7 +42,12 @@ pub struct AgentConfig {
     pub capture_rules: Vec<CaptureRule>,
     /// Bytes kept per captured frame.
     pub snaplen: u32,
+    /// Capture ring per interface, MiB.
+    pub ring_mib: usize,
 }
+
+/// Capture ring per interface by default: 16 MiB (kernel memory, per captured interface).
+pub const DEFAULT_RING_MIB: usize = 16;
 
 /// Bytes kept per captured frame by default: headers through two tunnel tiers plus the start
 /// of an HTTP head.
@@ -66,6 +71,7 @@ impl Default for AgentConfig {
             flush_interval: Duration::from_millis(500),
             capture_rules: Vec::new(),
             snaplen: DEFAULT_SNAPLEN,
+            ring_mib: DEFAULT_RING_MIB,
         }
     }
 }
@@ -94,6 +100,7 @@ impl Agent {
                 NicOptions {
                     rules: config.capture_rules.clone(),
                     snaplen: config.snaplen,
+                    ring_mib: config.ring_mib,
                     flush_interval: config.flush_interval,
                 },
                 packets_tx,

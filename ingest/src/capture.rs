@@ -272,8 +272,8 @@ pub fn discover(rules: &[CaptureRule]) -> Vec<(Netns, CapturePoint)> {
     found
 }
 
+/// Ring block size: the ring is `ring_mib` blocks of 1 MiB.
 const BLOCK_SIZE: usize = 1 << 20;
-const BLOCK_COUNT: usize = 16;
 const FRAME_SIZE: usize = 2048;
 /// A block is handed over at the latest this long after its first frame.
 const BLOCK_TIMEOUT_MS: u32 = 20;
@@ -283,6 +283,7 @@ const BLOCK_TIMEOUT_MS: u32 = 20;
 pub struct Ring {
     fd: OwnedFd,
     map: NonNull<u8>,
+    blocks: usize,
     next_block: usize,
     /// VLAN tags the kernel took out of frames are put back here.
     scratch: Vec<u8>,
@@ -312,14 +313,31 @@ fn setsockopt<T>(fd: &OwnedFd, level: i32, name: i32, value: &T) -> io::Result<(
     })
 }
 
+/// Reads a socket option of type `T`, starting from `value`.
+fn getsockopt<T>(fd: &OwnedFd, level: i32, name: i32, mut value: T) -> io::Result<T> {
+    let mut len = size_of::<T>() as libc::socklen_t;
+    // SAFETY: `value` is a T of `len` bytes the kernel may fill.
+    check(unsafe {
+        libc::getsockopt(
+            fd.as_raw_fd(),
+            level,
+            name,
+            (&mut value as *mut T).cast(),
+            &mut len,
+        )
+    })?;
+    Ok(value)
+}
+
 impl Ring {
-    /// Opens a ring on `nic` in `ns`, copying at most `snaplen` bytes of each frame.
-    pub fn open(ns: &Netns, nic: &str, snaplen: u32) -> io::Result<Self> {
+    /// Opens a ring of `ring_mib` MiB (at least 2) on `nic` in `ns`, copying at most `snaplen`
+    /// bytes of each frame.
+    pub fn open(ns: &Netns, nic: &str, snaplen: u32, ring_mib: usize) -> io::Result<Self> {
         let nic = CString::new(nic).map_err(io::Error::other)?;
-        in_netns(ns, move || Self::open_here(&nic, snaplen))
+        in_netns(ns, move || Self::open_here(&nic, snaplen, ring_mib.max(2)))
     }
 
-    fn open_here(nic: &CString, snaplen: u32) -> io::Result<Self> {
+    fn open_here(nic: &CString, snaplen: u32, blocks: usize) -> io::Result<Self> {
         let proto = (libc::ETH_P_ALL as u16).to_be();
         // SAFETY: plain socket creation; the fd is owned below.
         let raw = unsafe { libc::socket(libc::AF_PACKET, libc::SOCK_RAW, i32::from(proto)) };
@@ -350,9 +368,9 @@ impl Ring {
         setsockopt(&fd, libc::SOL_PACKET, libc::PACKET_VERSION, &version)?;
         let req = libc::tpacket_req3 {
             tp_block_size: BLOCK_SIZE as u32,
-            tp_block_nr: BLOCK_COUNT as u32,
+            tp_block_nr: blocks as u32,
             tp_frame_size: FRAME_SIZE as u32,
-            tp_frame_nr: (BLOCK_SIZE * BLOCK_COUNT / FRAME_SIZE) as u32,
+            tp_frame_nr: (BLOCK_SIZE * blocks / FRAME_SIZE) as u32,
             tp_retire_blk_tov: BLOCK_TIMEOUT_MS,
             tp_sizeof_priv: 0,
             tp_feature_req_word: 0,
@@ -362,7 +380,7 @@ impl Ring {
         let map = unsafe {
             libc::mmap(
                 std::ptr::null_mut(),
-                BLOCK_SIZE * BLOCK_COUNT,
+                BLOCK_SIZE * blocks,
                 libc::PROT_READ | libc::PROT_WRITE,
                 libc::MAP_SHARED,
                 fd.as_raw_fd(),
@@ -376,6 +394,7 @@ impl Ring {
         let ring = Self {
             fd,
             map,
+            blocks,
             next_block: 0,
             scratch: Vec::new(),
         };
@@ -416,18 +435,7 @@ impl Ring {
             }
             if pfd.revents & libc::POLLERR != 0 {
                 // The interface went down or away: the socket holds the reason.
-                let mut err: libc::c_int = 0;
-                let mut len = size_of::<libc::c_int>() as libc::socklen_t;
-                // SAFETY: reads one int into `err`.
-                check(unsafe {
-                    libc::getsockopt(
-                        self.fd.as_raw_fd(),
-                        libc::SOL_SOCKET,
-                        libc::SO_ERROR,
-                        (&mut err as *mut libc::c_int).cast(),
-                        &mut len,
-                    )
-                })?;
+                let err: libc::c_int = getsockopt(&self.fd, libc::SOL_SOCKET, libc::SO_ERROR, 0)?;
                 if err != 0 {
                     return Err(io::Error::from_raw_os_error(err));
                 }
@@ -441,7 +449,7 @@ impl Ring {
     }
 
     fn block(&self, i: usize) -> *mut libc::tpacket_block_desc {
-        // SAFETY: i < BLOCK_COUNT, so the offset stays inside the mapping.
+        // SAFETY: i < self.blocks, so the offset stays inside the mapping.
         unsafe { self.map.as_ptr().add(i * BLOCK_SIZE).cast() }
     }
 
@@ -497,7 +505,7 @@ impl Ring {
             std::ptr::write_volatile(&raw mut (*b).hdr.bh1.block_status, libc::TP_STATUS_KERNEL);
             count
         };
-        self.next_block = (self.next_block + 1) % BLOCK_COUNT;
+        self.next_block = (self.next_block + 1) % self.blocks;
         count
     }
 
@@ -515,22 +523,12 @@ impl Ring {
 
     /// Frames the kernel dropped since the last call (the ring was full).
     pub fn drops(&self) -> io::Result<u64> {
-        let mut stats = libc::tpacket_stats_v3 {
+        let none = libc::tpacket_stats_v3 {
             tp_packets: 0,
             tp_drops: 0,
             tp_freeze_q_cnt: 0,
         };
-        let mut len = size_of::<libc::tpacket_stats_v3>() as libc::socklen_t;
-        // SAFETY: `stats` is a tpacket_stats_v3 and `len` its size.
-        check(unsafe {
-            libc::getsockopt(
-                self.fd.as_raw_fd(),
-                libc::SOL_PACKET,
-                libc::PACKET_STATISTICS,
-                (&mut stats as *mut libc::tpacket_stats_v3).cast(),
-                &mut len,
-            )
-        })?;
+        let stats = getsockopt(&self.fd, libc::SOL_PACKET, libc::PACKET_STATISTICS, none)?;
         Ok(u64::from(stats.tp_drops))
     }
 }
@@ -539,7 +537,7 @@ impl Drop for Ring {
     fn drop(&mut self) {
         // SAFETY: unmaps exactly what open() mapped; no frame borrows outlive `&mut self`.
         unsafe {
-            libc::munmap(self.map.as_ptr().cast(), BLOCK_SIZE * BLOCK_COUNT);
+            libc::munmap(self.map.as_ptr().cast(), BLOCK_SIZE * self.blocks);
         }
     }
 }

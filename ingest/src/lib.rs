@@ -26,6 +26,6 @@ pub mod sockets;
 pub mod span;
 pub mod synth;
 
-pub use agent::{Agent, AgentConfig, DEFAULT_SNAPLEN, TableBatch};
+pub use agent::{Agent, AgentConfig, DEFAULT_RING_MIB, DEFAULT_SNAPLEN, TableBatch};
 pub use counters::IngestCounters;
 pub use error::IngestError;

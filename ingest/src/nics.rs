@@ -42,6 +42,8 @@ pub struct NicOptions {
     pub rules: Vec<CaptureRule>,
     /// Bytes kept per frame (headers plus a payload prefix).
     pub snaplen: u32,
+    /// Ring size per interface, MiB.
+    pub ring_mib: usize,
     /// How often each thread hands over what it found.
     pub flush_interval: Duration,
 }
@@ -122,7 +124,7 @@ impl NicCaptures {
             },
             None => None,
         };
-        match Ring::open(&ns, &point.nic, self.options.snaplen) {
+        match Ring::open(&ns, &point.nic, self.options.snaplen, self.options.ring_mib) {
             Ok(ring) => {
                 tracing::info!(netns = %point.netns, nic = %point.nic, role = point.role.name(), "capturing packets");
                 let stop = Arc::new(AtomicBool::new(false));
@@ -163,6 +165,7 @@ impl NicCaptures {
         );
         let flush = self.options.flush_interval;
         std::thread::spawn(move || {
+            raise_priority();
             let mut table = FlowTable::new(Arc::new(point));
             let mut last = Instant::now();
             let send = |table: &mut FlowTable| {
@@ -208,6 +211,21 @@ impl NicCaptures {
         for t in self.threads {
             let _ = t.join();
         }
+    }
+}
+
+/// Capture threads run at nice -5 when allowed: on a saturated machine the ring then has to
+/// absorb shorter stretches without CPU, and drops fewer frames.
+const CAPTURE_NICE: libc::c_int = -5;
+
+fn raise_priority() {
+    // SAFETY: gettid and setpriority on the calling thread have no memory preconditions.
+    let done = unsafe {
+        let tid = libc::gettid();
+        libc::setpriority(libc::PRIO_PROCESS, tid as libc::id_t, CAPTURE_NICE)
+    };
+    if done != 0 {
+        tracing::debug!("capture thread keeps its priority (no CAP_SYS_NICE)");
     }
 }
 
