@@ -339,8 +339,10 @@ impl Ring {
 
     fn open_here(nic: &CString, snaplen: u32, blocks: usize) -> io::Result<Self> {
         let proto = (libc::ETH_P_ALL as u16).to_be();
+        // Protocol 0: the socket receives nothing until `bind` names the interface and the
+        // protocol, so no frame of another interface can slip into the ring before that.
         // SAFETY: plain socket creation; the fd is owned below.
-        let raw = unsafe { libc::socket(libc::AF_PACKET, libc::SOCK_RAW, i32::from(proto)) };
+        let raw = unsafe { libc::socket(libc::AF_PACKET, libc::SOCK_RAW, 0) };
         check(raw)?;
         // SAFETY: `raw` is a fresh fd nobody else owns.
         let fd = unsafe { OwnedFd::from_raw_fd(raw) };

@@ -205,12 +205,20 @@ impl NicCaptures {
         })
     }
 
-    /// Stops every thread; each first hands over what it holds (open flows as `open` rows).
-    pub fn stop(self) {
+    /// Stops every thread and waits for them; each first hands over what it holds (open flows
+    /// as `open` rows).
+    pub fn stop(mut self) {
         self.stop.store(true, Ordering::Relaxed);
-        for t in self.threads {
+        for t in std::mem::take(&mut self.threads) {
             let _ = t.join();
         }
+    }
+}
+
+/// Dropped without [`NicCaptures::stop`] (the agent never ran): the threads still end.
+impl Drop for NicCaptures {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
     }
 }
 
