@@ -156,7 +156,7 @@ impl Agent {
         let mut ring = unsafe { AsyncFd::register_with_interest(events, Interest::READABLE) }
             .map_err(|e| IngestError::Io(e.into()))?;
         let mut tick = tokio::time::interval(config.flush_interval);
-        let mut rescan = tokio::time::interval(RESCAN_INTERVAL);
+        let mut rescan_tick = tokio::time::interval(RESCAN_INTERVAL);
         tokio::pin!(shutdown);
         loop {
             tokio::select! {
@@ -179,11 +179,9 @@ impl Agent {
                     out.flush().await?;
                     assembler.expire_idle(unix_now_micros(), &counters);
                 }
-                _ = rescan.tick(), if nics.is_some() => {
+                _ = rescan_tick.tick(), if nics.is_some() => {
                     if let Some(n) = nics.take() {
-                        nics = Some(tokio::task::spawn_blocking(move || { let mut n = n; n.rescan(); n })
-                            .await
-                            .map_err(|e| IngestError::Io(std::io::Error::other(e)))?);
+                        nics = Some(rescan(n).await?);
                     }
                 }
                 () = &mut shutdown => break,
@@ -205,6 +203,16 @@ impl Agent {
         out.spans.append(&mut assembler.take_spans());
         out.flush().await
     }
+}
+
+/// Runs a rescan off the async threads: it enters namespaces and opens sockets.
+async fn rescan(mut nics: NicCaptures) -> Result<NicCaptures, IngestError> {
+    tokio::task::spawn_blocking(move || {
+        nics.rescan();
+        nics
+    })
+    .await
+    .map_err(|e| IngestError::Io(std::io::Error::other(e)))
 }
 
 /// How often packet capture looks for new interfaces.

@@ -1,4 +1,5 @@
-//! Spans → Arrow record batches with the `l7_flow_log` schema from storage.
+//! Spans → `l7_flow_log` and flow rows → `l4_flow_log` Arrow record batches, with the schemas
+//! from storage.
 
 use std::{net::IpAddr, sync::Arc};
 
@@ -7,7 +8,7 @@ use arrow::{
         ArrayRef, BinaryArray, Int32Array, Int64Array, RecordBatch, StringArray,
         TimestampMicrosecondArray, UInt32Array, new_null_array,
     },
-    datatypes::Field,
+    datatypes::SchemaRef,
 };
 use wiretrace_storage::schema::{l4_flow_log_schema, l7_flow_log_schema};
 
@@ -47,232 +48,204 @@ impl SpanBatchBuilder {
 
     /// One batch holding `spans`.
     pub fn build(&mut self, spans: &[Span]) -> Result<RecordBatch, arrow::error::ArrowError> {
-        let schema = l7_flow_log_schema();
-        let n = spans.len();
         let ids: Vec<i64> = spans.iter().map(|s| self.next_id(s.start_us)).collect();
-        let s = spans;
-        let strs = |f: &dyn for<'a> Fn(&'a Span) -> Option<&'a str>| -> ArrayRef {
-            Arc::new(s.iter().map(f).collect::<StringArray>())
-        };
-        let constant = |v: &str| -> ArrayRef {
-            Arc::new(StringArray::from_iter_values(std::iter::repeat_n(v, n)))
-        };
-        let i64s = |f: &dyn Fn(&Span) -> Option<i64>| -> ArrayRef {
-            Arc::new(s.iter().map(f).collect::<Int64Array>())
-        };
-        let time = |f: &dyn Fn(&Span) -> i64| -> ArrayRef {
-            Arc::new(
-                TimestampMicrosecondArray::from_iter_values(s.iter().map(f)).with_timezone("UTC"),
-            )
-        };
+        let r = Rows(spans);
         let client = |s: &Span| s.observation_point == "c-p";
-        let proc_i64 = |f: &dyn Fn(&ProcessSeen) -> Option<i64>| -> ArrayRef {
-            i64s(&|s| s.process().and_then(f))
-        };
-        let proc_str = |f: &dyn for<'a> Fn(&'a Span, &'a ProcessSeen) -> Option<&'a str>| {
-            strs(&|s| s.process().and_then(|p| f(s, p)))
-        };
-        let pkt_str = |f: &dyn for<'a> Fn(&'a PacketSeen) -> Option<&'a str>| {
-            strs(&|s| s.packet().and_then(f))
-        };
-        let tunnel_ip = |outer: fn(&Tunnel) -> IpAddr| {
-            tunnel_ips(
-                s.iter().map(|s| s.packet().and_then(|p| p.tunnel.as_ref())),
-                outer,
-            )
-        };
-        let columns: Vec<ArrayRef> = schema
-            .fields()
-            .iter()
-            .map(|field| -> ArrayRef {
-                match field.name().as_str() {
-                    "_id" => Arc::new(Int64Array::from(ids.clone())),
-                    "start_time" => time(&|s| s.start_us),
-                    "end_time" => time(&|s| s.end_us),
-                    "response_duration" => i64s(&|s| Some(s.end_us - s.start_us)),
-                    "signal_source" => strs(&|s| {
-                        Some(match s.seen {
-                            Seen::Process(_) => "ebpf",
-                            Seen::Packet(_) => "packet",
-                        })
-                    }),
-                    "observation_point" => strs(&|s| Some(s.observation_point)),
-                    "agent_id" => Arc::new(Int32Array::from(vec![i32::from(self.agent_id); n])),
-                    "host" => constant(&self.host),
-                    "capture_nic" => pkt_str(&|p| Some(&p.point.nic)),
-                    "netns" => pkt_str(&|p| Some(&p.point.netns)),
-                    "ip_0" => strs(&|s| Some(&s.client.0)),
-                    "ip_1" => strs(&|s| Some(&s.server.0)),
-                    "client_port" => Arc::new(
-                        s.iter()
-                            .map(|s| i32::from(s.client.1))
-                            .collect::<Int32Array>(),
-                    ),
-                    "server_port" => Arc::new(
-                        s.iter()
-                            .map(|s| i32::from(s.server.1))
-                            .collect::<Int32Array>(),
-                    ),
-                    "protocol" => constant("tcp"),
-                    "tunnel_type" => pkt_str(&|p| p.tunnel.map(|t| t.kind.name())),
-                    "tunnel_ip_0" => tunnel_ip(|t| t.outer_src),
-                    "tunnel_ip_1" => tunnel_ip(|t| t.outer_dst),
-                    "tunnel_id" => i64s(&|s| s.packet()?.tunnel?.id.map(i64::from)),
-                    "l7_protocol" => constant("http"),
-                    "version" => strs(&|s| Some(s.version)),
-                    "type" => constant("session"),
-                    "request_type" => strs(&|s| Some(&s.method)),
-                    "request_domain" => strs(&|s| s.host.as_deref()),
-                    "request_resource" => strs(&|s| Some(&s.path)),
-                    "endpoint" => strs(&|s| s.path.split('?').next()),
-                    "response_code" => Arc::new(
-                        s.iter()
-                            .map(|s| Some(i32::from(s.status)))
-                            .collect::<Int32Array>(),
-                    ),
-                    "response_status" => strs(&|s| Some(status_class(s.status))),
-                    "response_exception" => {
-                        strs(&|s| (s.status >= 400).then_some(s.reason.as_str()))
-                    }
-                    "request_length" => i64s(&|s| Some(s.request_len as i64)),
-                    "response_length" => i64s(&|s| Some(s.response_len as i64)),
-                    "req_tcp_seq" => Arc::new(
-                        s.iter()
-                            .map(|s| Some(s.req_tcp_seq))
-                            .collect::<UInt32Array>(),
-                    ),
-                    "resp_tcp_seq" => Arc::new(
-                        s.iter()
-                            .map(|s| Some(s.resp_tcp_seq))
-                            .collect::<UInt32Array>(),
-                    ),
-                    "syscall_trace_id_request" => {
-                        proc_i64(&|p| nonzero(p.syscall_trace_id_request))
-                    }
-                    "syscall_trace_id_response" => {
-                        proc_i64(&|p| nonzero(p.syscall_trace_id_response))
-                    }
-                    "syscall_thread_0" => proc_i64(&|p| Some(i64::from(p.thread_0))),
-                    "syscall_thread_1" => proc_i64(&|p| Some(i64::from(p.thread_1))),
-                    "syscall_cap_seq_0" => proc_i64(&|p| Some(p.cap_seq_0 as i64)),
-                    "syscall_cap_seq_1" => proc_i64(&|p| Some(p.cap_seq_1 as i64)),
-                    "process_id_0" => {
-                        i64s(&|s| s.process().filter(|_| client(s)).map(|p| i64::from(p.pid)))
-                    }
-                    "process_id_1" => {
-                        i64s(&|s| s.process().filter(|_| !client(s)).map(|p| i64::from(p.pid)))
-                    }
-                    "process_kname_0" => proc_str(&|s, p| client(s).then_some(&*p.comm)),
-                    "process_kname_1" => proc_str(&|s, p| (!client(s)).then_some(&*p.comm)),
-                    "x_request_id_0" => strs(&|s| s.x_request_id.0.as_deref()),
-                    "x_request_id_1" => strs(&|s| s.x_request_id.1.as_deref()),
-                    "trace_id" => strs(&|s| s.trace_id.as_deref()),
-                    "span_id" => strs(&|s| s.span_id.as_deref()),
-                    "parent_span_id" => strs(&|s| s.parent_span_id.as_deref()),
-                    "flow_id" => i64s(&|s| Some(s.flow_id as i64)),
-                    "captured_headers" => Arc::new(
-                        s.iter()
-                            .map(|s| s.packet().map(|p| p.headers.as_slice()))
-                            .collect::<BinaryArray>(),
-                    ),
-                    _ => null_column(field, n),
+        let proc_i64 = |f: fn(&ProcessSeen) -> Option<i64>| r.i64s(|s| s.process().and_then(f));
+        let pkt_str =
+            |f: for<'a> fn(&'a PacketSeen) -> Option<&'a str>| r.strs(|s| s.packet().and_then(f));
+        fn tunnel(s: &Span) -> Option<&Tunnel> {
+            s.packet()?.tunnel.as_ref()
+        }
+        batch(l7_flow_log_schema(), spans.len(), |column| {
+            Some(match column {
+                "_id" => Arc::new(Int64Array::from(ids.clone())),
+                "start_time" => r.times(|s| Some(s.start_us)),
+                "end_time" => r.times(|s| Some(s.end_us)),
+                "response_duration" => r.i64s(|s| Some(s.end_us - s.start_us)),
+                "signal_source" => r.strs(|s| {
+                    Some(match s.seen {
+                        Seen::Process(_) => "ebpf",
+                        Seen::Packet(_) => "packet",
+                    })
+                }),
+                "observation_point" => r.strs(|s| Some(s.observation_point)),
+                "agent_id" => r.i32s(|_| Some(i32::from(self.agent_id))),
+                "host" => r.constant(&self.host),
+                "capture_nic" => pkt_str(|p| Some(&p.point.nic)),
+                "netns" => pkt_str(|p| Some(&p.point.netns)),
+                "ip_0" => r.strs(|s| Some(&s.client.0)),
+                "ip_1" => r.strs(|s| Some(&s.server.0)),
+                "client_port" => r.i32s(|s| Some(i32::from(s.client.1))),
+                "server_port" => r.i32s(|s| Some(i32::from(s.server.1))),
+                "protocol" => r.constant("tcp"),
+                "tunnel_type" => pkt_str(|p| p.tunnel.map(|t| t.kind.name())),
+                "tunnel_ip_0" => r.tunnel_ips(tunnel, |t| t.outer_src),
+                "tunnel_ip_1" => r.tunnel_ips(tunnel, |t| t.outer_dst),
+                "tunnel_id" => r.i64s(|s| tunnel(s)?.id.map(i64::from)),
+                "l7_protocol" => r.constant("http"),
+                "version" => r.strs(|s| Some(s.version)),
+                "type" => r.constant("session"),
+                "request_type" => r.strs(|s| Some(&s.method)),
+                "request_domain" => r.strs(|s| s.host.as_deref()),
+                "request_resource" => r.strs(|s| Some(&s.path)),
+                "endpoint" => r.strs(|s| s.path.split('?').next()),
+                "response_code" => r.i32s(|s| Some(i32::from(s.status))),
+                "response_status" => r.strs(|s| Some(status_class(s.status))),
+                "response_exception" => r.strs(|s| (s.status >= 400).then_some(s.reason.as_str())),
+                "request_length" => r.i64s(|s| Some(s.request_len as i64)),
+                "response_length" => r.i64s(|s| Some(s.response_len as i64)),
+                "req_tcp_seq" => r.u32s(|s| s.req_tcp_seq),
+                "resp_tcp_seq" => r.u32s(|s| s.resp_tcp_seq),
+                "syscall_trace_id_request" => proc_i64(|p| nonzero(p.syscall_trace_id_request)),
+                "syscall_trace_id_response" => proc_i64(|p| nonzero(p.syscall_trace_id_response)),
+                "syscall_thread_0" => proc_i64(|p| Some(i64::from(p.thread_0))),
+                "syscall_thread_1" => proc_i64(|p| Some(i64::from(p.thread_1))),
+                "syscall_cap_seq_0" => proc_i64(|p| Some(p.cap_seq_0 as i64)),
+                "syscall_cap_seq_1" => proc_i64(|p| Some(p.cap_seq_1 as i64)),
+                "process_id_0" => {
+                    r.i64s(|s| s.process().filter(|_| client(s)).map(|p| i64::from(p.pid)))
                 }
+                "process_id_1" => {
+                    r.i64s(|s| s.process().filter(|_| !client(s)).map(|p| i64::from(p.pid)))
+                }
+                "process_kname_0" => {
+                    r.strs(|s| s.process().filter(|_| client(s)).map(|p| &*p.comm))
+                }
+                "process_kname_1" => {
+                    r.strs(|s| s.process().filter(|_| !client(s)).map(|p| &*p.comm))
+                }
+                "x_request_id_0" => r.strs(|s| s.x_request_id.0.as_deref()),
+                "x_request_id_1" => r.strs(|s| s.x_request_id.1.as_deref()),
+                "trace_id" => r.strs(|s| s.trace_id.as_deref()),
+                "span_id" => r.strs(|s| s.span_id.as_deref()),
+                "parent_span_id" => r.strs(|s| s.parent_span_id.as_deref()),
+                "flow_id" => r.i64s(|s| Some(s.flow_id as i64)),
+                "captured_headers" => Arc::new(
+                    spans
+                        .iter()
+                        .map(|s| s.packet().map(|p| p.headers.as_slice()))
+                        .collect::<BinaryArray>(),
+                ),
+                _ => return None,
             })
-            .collect();
-        RecordBatch::try_new(schema, columns)
+        })
     }
-}
 
-impl SpanBatchBuilder {
     /// One `l4_flow_log` batch holding `flows`.
     pub fn build_flows(
         &mut self,
         flows: &[FlowRecord],
     ) -> Result<RecordBatch, arrow::error::ArrowError> {
-        let schema = l4_flow_log_schema();
-        let n = flows.len();
         let ids: Vec<i64> = flows.iter().map(|f| self.next_id(f.start_us)).collect();
-        let f = flows;
-        let strs = |g: &dyn for<'a> Fn(&'a FlowRecord) -> Option<&'a str>| -> ArrayRef {
-            Arc::new(f.iter().map(g).collect::<StringArray>())
-        };
-        let i64s = |g: &dyn Fn(&FlowRecord) -> Option<i64>| -> ArrayRef {
-            Arc::new(f.iter().map(g).collect::<Int64Array>())
-        };
-        let i32s = |g: &dyn Fn(&FlowRecord) -> i32| -> ArrayRef {
-            Arc::new(f.iter().map(g).collect::<Int32Array>())
-        };
-        let time = |g: &dyn Fn(&FlowRecord) -> Option<i64>| -> ArrayRef {
-            Arc::new(
-                f.iter()
-                    .map(g)
-                    .collect::<TimestampMicrosecondArray>()
-                    .with_timezone("UTC"),
-            )
-        };
-        let tunnel_ip =
-            |outer: fn(&Tunnel) -> IpAddr| tunnel_ips(f.iter().map(|r| r.tunnel.as_ref()), outer);
-        let columns: Vec<ArrayRef> = schema
-            .fields()
-            .iter()
-            .map(|field| -> ArrayRef {
-                match field.name().as_str() {
-                    "_id" => Arc::new(Int64Array::from(ids.clone())),
-                    "start_time" => time(&|r| Some(r.start_us)),
-                    "end_time" => time(&|r| Some(r.end_us)),
-                    "duration" => i64s(&|r| Some(r.end_us - r.start_us)),
-                    "agent_id" => i32s(&|_| i32::from(self.agent_id)),
-                    "host" => Arc::new(StringArray::from_iter_values(std::iter::repeat_n(
-                        self.host.as_str(),
-                        n,
-                    ))),
-                    "capture_nic" => strs(&|r| Some(&r.point.nic)),
-                    "netns" => strs(&|r| Some(&r.point.netns)),
-                    "nic_role" => strs(&|r| Some(r.point.role.name())),
-                    "protocol" => strs(&|r| Some(r.protocol)),
-                    "ip_0" => strs(&|r| Some(&r.ends[0].0)),
-                    "ip_1" => strs(&|r| Some(&r.ends[1].0)),
-                    "client_port" => i32s(&|r| i32::from(r.ends[0].1)),
-                    "server_port" => i32s(&|r| i32::from(r.ends[1].1)),
-                    "tunnel_type" => strs(&|r| r.tunnel.map(|t| t.kind.name())),
-                    "tunnel_ip_0" => tunnel_ip(|t| t.outer_src),
-                    "tunnel_ip_1" => tunnel_ip(|t| t.outer_dst),
-                    "tunnel_id" => i64s(&|r| r.tunnel?.id.map(i64::from)),
-                    "bytes_0" => i64s(&|r| Some(r.bytes[0] as i64)),
-                    "bytes_1" => i64s(&|r| Some(r.bytes[1] as i64)),
-                    "packets_0" => i64s(&|r| Some(r.packets[0] as i64)),
-                    "packets_1" => i64s(&|r| Some(r.packets[1] as i64)),
-                    "retransmissions_0" => i64s(&|r| Some(r.retransmissions[0] as i64)),
-                    "retransmissions_1" => i64s(&|r| Some(r.retransmissions[1] as i64)),
-                    "syn_time" => time(&|r| r.syn_us),
-                    "syn_ack_time" => time(&|r| r.syn_ack_us),
-                    "fin_time_0" => time(&|r| r.fin_us[0]),
-                    "fin_time_1" => time(&|r| r.fin_us[1]),
-                    "handshake_rtt" => i64s(&|r| r.handshake_rtt_us()),
-                    "close_type" => strs(&|r| Some(r.close)),
-                    "flow_id" => i64s(&|r| Some(r.flow_id as i64)),
-                    _ => null_column(field, n),
-                }
+        let r = Rows(flows);
+        fn tunnel(f: &FlowRecord) -> Option<&Tunnel> {
+            f.tunnel.as_ref()
+        }
+        batch(l4_flow_log_schema(), flows.len(), |column| {
+            Some(match column {
+                "_id" => Arc::new(Int64Array::from(ids.clone())),
+                "start_time" => r.times(|f| Some(f.start_us)),
+                "end_time" => r.times(|f| Some(f.end_us)),
+                "duration" => r.i64s(|f| Some(f.end_us - f.start_us)),
+                "agent_id" => r.i32s(|_| Some(i32::from(self.agent_id))),
+                "host" => r.constant(&self.host),
+                "capture_nic" => r.strs(|f| Some(&f.point.nic)),
+                "netns" => r.strs(|f| Some(&f.point.netns)),
+                "nic_role" => r.strs(|f| Some(f.point.role.name())),
+                "protocol" => r.strs(|f| Some(f.protocol)),
+                "ip_0" => r.strs(|f| Some(&f.ends[0].0)),
+                "ip_1" => r.strs(|f| Some(&f.ends[1].0)),
+                "client_port" => r.i32s(|f| Some(i32::from(f.ends[0].1))),
+                "server_port" => r.i32s(|f| Some(i32::from(f.ends[1].1))),
+                "tunnel_type" => r.strs(|f| f.tunnel.map(|t| t.kind.name())),
+                "tunnel_ip_0" => r.tunnel_ips(tunnel, |t| t.outer_src),
+                "tunnel_ip_1" => r.tunnel_ips(tunnel, |t| t.outer_dst),
+                "tunnel_id" => r.i64s(|f| f.tunnel?.id.map(i64::from)),
+                "bytes_0" => r.i64s(|f| Some(f.bytes[0] as i64)),
+                "bytes_1" => r.i64s(|f| Some(f.bytes[1] as i64)),
+                "packets_0" => r.i64s(|f| Some(f.packets[0] as i64)),
+                "packets_1" => r.i64s(|f| Some(f.packets[1] as i64)),
+                "retransmissions_0" => r.i64s(|f| Some(f.retransmissions[0] as i64)),
+                "retransmissions_1" => r.i64s(|f| Some(f.retransmissions[1] as i64)),
+                "syn_time" => r.times(|f| f.syn_us),
+                "syn_ack_time" => r.times(|f| f.syn_ack_us),
+                "fin_time_0" => r.times(|f| f.fin_us[0]),
+                "fin_time_1" => r.times(|f| f.fin_us[1]),
+                "handshake_rtt" => r.i64s(FlowRecord::handshake_rtt_us),
+                "close_type" => r.strs(|f| Some(f.close)),
+                "flow_id" => r.i64s(|f| Some(f.flow_id as i64)),
+                _ => return None,
             })
-            .collect();
-        RecordBatch::try_new(schema, columns)
+        })
     }
 }
 
-/// One outer address per row (`outer_src` or `outer_dst` of its tunnel), null without one.
-fn tunnel_ips<'a>(
-    tunnels: impl Iterator<Item = Option<&'a Tunnel>>,
-    outer: fn(&Tunnel) -> IpAddr,
-) -> ArrayRef {
-    Arc::new(
-        tunnels
-            .map(|t| t.map(|t| outer(t).to_string()))
-            .collect::<StringArray>(),
-    )
+/// A batch of `schema` with `n` rows: each column from `column(name)`, null when it gives none.
+fn batch(
+    schema: SchemaRef,
+    n: usize,
+    column: impl Fn(&str) -> Option<ArrayRef>,
+) -> Result<RecordBatch, arrow::error::ArrowError> {
+    let columns = schema
+        .fields()
+        .iter()
+        .map(|f| column(f.name()).unwrap_or_else(|| new_null_array(f.data_type(), n)))
+        .collect();
+    RecordBatch::try_new(schema, columns)
 }
 
-fn null_column(field: &Field, n: usize) -> ArrayRef {
-    new_null_array(field.data_type(), n)
+/// Arrow columns computed row by row from a slice of rows of either table.
+#[derive(Debug, Clone, Copy)]
+struct Rows<'r, T>(&'r [T]);
+
+impl<'r, T> Rows<'r, T> {
+    fn strs(&self, f: impl for<'a> Fn(&'a T) -> Option<&'a str>) -> ArrayRef {
+        Arc::new(self.0.iter().map(f).collect::<StringArray>())
+    }
+
+    fn constant(&self, v: &str) -> ArrayRef {
+        Arc::new(StringArray::from_iter_values(std::iter::repeat_n(
+            v,
+            self.0.len(),
+        )))
+    }
+
+    fn i64s(&self, f: impl Fn(&T) -> Option<i64>) -> ArrayRef {
+        Arc::new(self.0.iter().map(f).collect::<Int64Array>())
+    }
+
+    fn i32s(&self, f: impl Fn(&T) -> Option<i32>) -> ArrayRef {
+        Arc::new(self.0.iter().map(f).collect::<Int32Array>())
+    }
+
+    fn u32s(&self, f: impl Fn(&T) -> u32) -> ArrayRef {
+        Arc::new(UInt32Array::from_iter_values(self.0.iter().map(f)))
+    }
+
+    fn times(&self, f: impl Fn(&T) -> Option<i64>) -> ArrayRef {
+        Arc::new(
+            self.0
+                .iter()
+                .map(f)
+                .collect::<TimestampMicrosecondArray>()
+                .with_timezone("UTC"),
+        )
+    }
+
+    /// One outer address per row (`outer_src` or `outer_dst` of its tunnel), null without one.
+    fn tunnel_ips(
+        &self,
+        tunnel: for<'a> fn(&'a T) -> Option<&'a Tunnel>,
+        outer: fn(&Tunnel) -> IpAddr,
+    ) -> ArrayRef {
+        Arc::new(
+            self.0
+                .iter()
+                .map(|r| tunnel(r).map(|t| outer(t).to_string()))
+                .collect::<StringArray>(),
+        )
+    }
 }
 
 fn nonzero(v: u64) -> Option<i64> {

@@ -112,6 +112,12 @@ impl Hash for FlowKey {
 }
 
 impl Flow {
+    /// The last row of a flow that ends (`how`), its waiting requests counted as unanswered.
+    fn close(mut self, how: &'static str, counters: &IngestCounters) -> FlowRecord {
+        IngestCounters::add(&counters.unanswered_requests, self.conv.pending() as u64);
+        self.report(how, self.last_us)
+    }
+
     /// The row for the period that ends at `end_us` (client end first); the next period starts
     /// there with its counts at zero.
     fn report(&mut self, how: &'static str, end_us: i64) -> FlowRecord {
@@ -352,29 +358,16 @@ impl FlowTable {
         if let Some(how) = closed
             && let Some(flow) = self.flows.remove(&key)
         {
-            self.close(flow, how, counters);
+            self.records.push(flow.close(how, counters));
         }
-    }
-
-    fn close(&mut self, mut flow: Flow, how: &'static str, counters: &IngestCounters) {
-        IngestCounters::add(&counters.unanswered_requests, flow.conv.pending() as u64);
-        self.records.push(flow.report(how, flow.last_us));
     }
 
     /// Closes flows idle since before `now_us - FLOW_IDLE_TIMEOUT_US`, and has every flow open
     /// for a whole [`FLOW_REPORT_PERIOD_US`] report that period.
     pub fn expire_idle(&mut self, now_us: i64, counters: &IngestCounters) {
         let cutoff = now_us - FLOW_IDLE_TIMEOUT_US;
-        let idle: Vec<FlowKey> = self
-            .flows
-            .iter()
-            .filter(|(_, f)| f.last_us < cutoff)
-            .map(|(k, _)| *k)
-            .collect();
-        for k in idle {
-            if let Some(f) = self.flows.remove(&k) {
-                self.close(f, "timeout", counters);
-            }
+        for (_, flow) in self.flows.extract_if(|_, f| f.last_us < cutoff) {
+            self.records.push(flow.close("timeout", counters));
         }
         for flow in self.flows.values_mut() {
             if now_us - flow.record.start_us >= FLOW_REPORT_PERIOD_US {
@@ -385,11 +378,8 @@ impl FlowTable {
 
     /// Writes a row for every flow still open (the capture is ending).
     pub fn finish(&mut self, counters: &IngestCounters) {
-        let open: Vec<FlowKey> = self.flows.keys().copied().collect();
-        for k in open {
-            if let Some(f) = self.flows.remove(&k) {
-                self.close(f, "open", counters);
-            }
+        for (_, flow) in self.flows.drain() {
+            self.records.push(flow.close("open", counters));
         }
     }
 

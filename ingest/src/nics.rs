@@ -168,7 +168,17 @@ impl NicCaptures {
             raise_priority();
             let mut table = FlowTable::new(Arc::new(point));
             let mut last = Instant::now();
-            let send = |table: &mut FlowTable| {
+            // Every flush, and once at the end (`ending`: open flows become rows): count the
+            // ring's drops, close what is due, and hand the rows over.
+            let hand_over = |table: &mut FlowTable, ring: &Ring, ending: bool| {
+                if let Ok(d) = ring.drops() {
+                    IngestCounters::add(&counters.packet_drops, d);
+                }
+                if ending {
+                    table.finish(&counters);
+                } else {
+                    table.expire_idle(unix_now_micros(), &counters);
+                }
                 let out = PacketOutput {
                     spans: table.take_spans(),
                     flows: table.take_records(),
@@ -187,18 +197,10 @@ impl NicCaptures {
                 }
                 if last.elapsed() >= flush {
                     last = Instant::now();
-                    if let Ok(d) = ring.drops() {
-                        IngestCounters::add(&counters.packet_drops, d);
-                    }
-                    table.expire_idle(unix_now_micros(), &counters);
-                    send(&mut table);
+                    hand_over(&mut table, &ring, false);
                 }
             }
-            if let Ok(d) = ring.drops() {
-                IngestCounters::add(&counters.packet_drops, d);
-            }
-            table.finish(&counters);
-            send(&mut table);
+            hand_over(&mut table, &ring, true);
             drop(ring); // releases the namespace before it is forgotten here
             lock(&open).remove(&key);
             publish_open(&open, &counters);
