@@ -16,6 +16,7 @@ pub mod counters;
 mod error;
 pub mod event;
 pub mod flows;
+pub mod generate;
 pub mod loader;
 pub mod nics;
 pub mod offsets;

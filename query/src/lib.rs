@@ -14,6 +14,7 @@ pub mod readonly;
 pub mod server;
 pub mod session;
 pub mod stats;
+pub mod trace;
 pub mod udf;
 
 pub use error::QueryError;

@@ -44,6 +44,7 @@ pub async fn session(data_dir: &Path) -> Result<SessionContext, QueryError> {
         .map_err(|e| QueryError::Catalog(e.to_string()))?;
     datafusion_pg_functions::register_all(&mut ctx);
     crate::udf::register_all(&ctx);
+    crate::trace::register_all(&ctx);
     Ok(ctx)
 }
 

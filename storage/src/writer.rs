@@ -40,6 +40,9 @@ pub const LOOKUP_KEY_COLUMNS: &[&str] = &[
     "trace_id",
 ];
 
+/// Rows per Parquet row group: the unit a key lookup reads or skips.
+pub const ROW_GROUP_ROWS: usize = 64 * 1024;
+
 /// Writes batches of one table as hour-partitioned Parquet files under a data dir.
 #[derive(Debug)]
 pub struct PartitionedWriter {
@@ -72,9 +75,10 @@ impl PartitionedWriter {
                 }
             })?))
             .set_statistics_enabled(EnabledStatistics::Page)
-            .set_max_row_group_row_count(Some(64 * 1024));
+            .set_max_row_group_row_count(Some(ROW_GROUP_ROWS));
         for key in LOOKUP_KEY_COLUMNS {
             if schema.index_of(key).is_ok() {
+                // Sized by the parquet crate for a row group's rows.
                 props = props.set_column_bloom_filter_enabled(ColumnPath::from(*key), true);
             }
         }

@@ -1,0 +1,443 @@
+//! The rule set that turns spans into trees (ARCHITECTURE.md, "Trace assembly"): spans of one
+//! hop (network span sets, joined by TCP sequence numbers) are chained in path order; a server
+//! process span adopts the client calls its thread made (syscall trace ids), or that carry its
+//! request's X-Request-ID / trace id; set roots left over attach through X-Request-ID or span
+//! ids. Every parent link is checked against cycles before it is made.
+
+use std::collections::HashMap;
+
+use foldhash::fast::FixedState;
+
+use super::meta::{Point, SpanMeta};
+
+type Map<K, V> = HashMap<K, V, FixedState>;
+
+fn map<K, V>() -> Map<K, V> {
+    HashMap::with_hasher(FixedState::with_seed(7))
+}
+
+/// Time tolerances of the relation checks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Tolerance {
+    /// Allowed timestamp difference between two spans of one hop on the same agent, µs.
+    pub network_delay_us: i64,
+    /// Extra difference allowed between two agents' clocks, µs.
+    pub host_clock_offset_us: i64,
+}
+
+impl Default for Tolerance {
+    fn default() -> Self {
+        Self {
+            network_delay_us: 50_000,
+            host_clock_offset_us: 10_000,
+        }
+    }
+}
+
+impl Tolerance {
+    fn between(&self, a: &SpanMeta, b: &SpanMeta) -> i64 {
+        if a.agent == b.agent {
+            self.network_delay_us
+        } else {
+            self.network_delay_us + self.host_clock_offset_us
+        }
+    }
+
+    /// Whether `a` and `b` are the same exchange seen at two points (the strong tcp_seq test).
+    fn same_hop(&self, a: &SpanMeta, b: &SpanMeta) -> bool {
+        let dev = self.between(a, b);
+        let close_start = (a.start - b.start).abs() <= dev;
+        let close_end = (a.end - b.end).abs() <= dev;
+        let req = a.req_seq != 0 && a.req_seq == b.req_seq;
+        let resp = a.resp_seq != 0 && a.resp_seq == b.resp_seq;
+        let related = if a.kind.has_request()
+            && a.kind.has_response()
+            && b.kind.has_request()
+            && b.kind.has_response()
+        {
+            req && resp && close_start && close_end
+        } else if a.kind.has_request() && b.kind.has_request() {
+            req && close_start
+        } else if a.kind.has_response() && b.kind.has_response() {
+            resp && close_end
+        } else {
+            false
+        };
+        related && !a.conflicts(b)
+    }
+
+    /// Whether `outer` encloses `inner` in time (with the cross-agent allowance).
+    fn covers(&self, outer: &SpanMeta, inner: &SpanMeta) -> bool {
+        let slack = if outer.agent == inner.agent {
+            0
+        } else {
+            self.host_clock_offset_us + self.network_delay_us
+        };
+        outer.start <= inner.start + slack && inner.end <= outer.end + slack
+    }
+}
+
+/// Traces over a set of spans: for each span (by index) its trace, parent, depth and order.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Assembly {
+    /// Per span: `_id` of the trace's first root.
+    pub trace_uid: Vec<i64>,
+    /// Per span: index of its parent.
+    pub parent: Vec<Option<u32>>,
+    /// Per span: distance from its root.
+    pub depth: Vec<u32>,
+    /// Per span: position in its trace, depth first from the roots by start time.
+    pub order: Vec<u32>,
+    /// Span indexes trace by trace (traces by their first root's start), each depth first.
+    pub sequence: Vec<u32>,
+}
+
+/// A union-find over span indexes.
+struct Sets {
+    up: Vec<u32>,
+}
+
+impl Sets {
+    fn new(n: usize) -> Self {
+        Self {
+            up: (0..n as u32).collect(),
+        }
+    }
+
+    fn find(&mut self, mut x: u32) -> u32 {
+        while self.up[x as usize] != x {
+            let next = self.up[x as usize];
+            self.up[x as usize] = self.up[next as usize];
+            x = next;
+        }
+        x
+    }
+
+    fn union(&mut self, a: u32, b: u32) {
+        let (a, b) = (self.find(a), self.find(b));
+        if a != b {
+            let (lo, hi) = if a < b { (a, b) } else { (b, a) };
+            self.up[hi as usize] = lo;
+        }
+    }
+}
+
+/// Assembles `spans` into traces.
+pub fn assemble(spans: &[SpanMeta], tol: &Tolerance) -> Assembly {
+    let n = spans.len();
+    let mut parent: Vec<Option<u32>> = vec![None; n];
+    let hops = network_sets(spans, tol);
+    let mut hop_of = vec![0u32; n];
+    let mut leaves = Vec::new();
+    for (h, hop) in hops.iter().enumerate() {
+        for w in hop.windows(2) {
+            parent[w[1] as usize] = Some(w[0]);
+        }
+        for &s in hop {
+            hop_of[s as usize] = h as u32;
+        }
+        leaves.push(*hop.last().expect("sets are never empty"));
+    }
+    adopt_calls(spans, tol, &hop_of, &mut parent);
+    attach_roots(spans, tol, &hop_of, &leaves, &mut parent);
+    order(spans, &parent)
+}
+
+/// Network span sets: spans joined by the strong tcp_seq relation, each in path order.
+fn network_sets(spans: &[SpanMeta], tol: &Tolerance) -> Vec<Vec<u32>> {
+    let n = spans.len();
+    let mut sets = Sets::new(n);
+    let mut by_req: Map<u32, Vec<u32>> = map();
+    let mut by_resp: Map<u32, Vec<u32>> = map();
+    for (i, s) in spans.iter().enumerate() {
+        if s.req_seq != 0 && s.kind.has_request() {
+            by_req.entry(s.req_seq).or_default().push(i as u32);
+        } else if s.resp_seq != 0 && s.kind.has_response() {
+            by_resp.entry(s.resp_seq).or_default().push(i as u32);
+        }
+    }
+    // A response-only span joins the request-bearing spans with its response seq.
+    for s in spans.iter().enumerate().filter(|(_, s)| s.kind.has_request()) {
+        if let Some(v) = by_resp.get_mut(&s.1.resp_seq) {
+            v.push(s.0 as u32);
+        }
+    }
+    for bucket in by_req.values().chain(by_resp.values()) {
+        for (k, &a) in bucket.iter().enumerate() {
+            for &b in &bucket[k + 1..] {
+                if tol.same_hop(&spans[a as usize], &spans[b as usize]) {
+                    sets.union(a, b);
+                }
+            }
+        }
+    }
+    let mut members: Map<u32, Vec<u32>> = map();
+    for i in 0..n as u32 {
+        members.entry(sets.find(i)).or_default().push(i);
+    }
+    let mut hops: Vec<Vec<u32>> = members.into_values().collect();
+    for hop in &mut hops {
+        sort_hop(spans, hop);
+    }
+    hops.sort_unstable_by_key(|h| h[0]);
+    hops
+}
+
+/// Orders one hop: client process, then the network points by side, agent and point, outer
+/// (longer) views first, then the server process.
+fn sort_hop(spans: &[SpanMeta], hop: &mut [u32]) {
+    if hop.len() < 2 {
+        return;
+    }
+    let first = |pred: fn(Point) -> bool| {
+        hop.iter()
+            .map(|&i| &spans[i as usize])
+            .filter(|s| pred(s.point))
+            .min_by_key(|s| s.point)
+            .map(|s| s.agent)
+    };
+    let ingress = first(Point::is_client_side);
+    let egress = hop
+        .iter()
+        .map(|&i| &spans[i as usize])
+        .filter(|s| s.point > Point::Between)
+        .max_by_key(|s| s.point)
+        .map(|s| s.agent);
+    let agent_rank = |s: &SpanMeta| match (Some(s.agent) == ingress, Some(s.agent) == egress) {
+        (true, _) => 0,
+        (false, true) => 2,
+        (false, false) => 1,
+    };
+    hop.sort_by_key(|&i| {
+        let s = &spans[i as usize];
+        let class = match s.point {
+            Point::ClientProcess => 0,
+            Point::ServerProcess => 2,
+            _ => 1,
+        };
+        (class, agent_rank(s), s.point, -s.duration(), s.start, s.id)
+    });
+}
+
+/// Whether making `p` the parent of root `c` keeps the forest acyclic.
+fn acyclic(parent: &[Option<u32>], c: u32, p: u32) -> bool {
+    let mut x = Some(p);
+    while let Some(i) = x {
+        if i == c {
+            return false;
+        }
+        x = parent[i as usize];
+    }
+    true
+}
+
+/// Process span sets: each server process span adopts the client calls of the same process
+/// that it encloses in time and that its thread's syscall trace ids chain to it, or that carry
+/// its X-Request-ID or trace id. Where several qualify, the latest-starting server span wins.
+fn adopt_calls(spans: &[SpanMeta], tol: &Tolerance, hop_of: &[u32], parent: &mut [Option<u32>]) {
+    // Client process spans that start their hop, by (agent, id) and by (agent, pid, tag, hash).
+    let mut by_sys_req: Map<(i32, i64), Vec<u32>> = map();
+    let mut by_sys_resp: Map<(i32, i64), Vec<u32>> = map();
+    let mut by_tag: Map<(i32, i64, u8, u64), Vec<u32>> = map();
+    for (i, s) in spans.iter().enumerate() {
+        if s.point != Point::ClientProcess || parent[i].is_some() {
+            continue;
+        }
+        let i = i as u32;
+        if s.sys_req != 0 {
+            by_sys_req.entry((s.agent, s.sys_req)).or_default().push(i);
+        }
+        if s.sys_resp != 0 {
+            by_sys_resp.entry((s.agent, s.sys_resp)).or_default().push(i);
+        }
+        for (tag, h) in [(0, s.x0), (1, s.x1), (2, s.trace_id)] {
+            if h != 0 {
+                by_tag.entry((s.agent, s.pid, tag, h)).or_default().push(i);
+            }
+        }
+    }
+    let mut best: Map<u32, u32> = map();
+    let offer = |c: u32, sp: u32, best: &mut Map<u32, u32>| {
+        let (cs, ss) = (&spans[c as usize], &spans[sp as usize]);
+        if cs.agent != ss.agent
+            || cs.pid != ss.pid
+            || hop_of[c as usize] == hop_of[sp as usize]
+            || !tol.covers(ss, cs)
+        {
+            return false;
+        }
+        let e = best.entry(c).or_insert(sp);
+        if (spans[*e as usize].start, *e) < (ss.start, sp) {
+            *e = sp;
+        }
+        true
+    };
+    for (sp, s) in spans.iter().enumerate() {
+        if s.point != Point::ServerProcess {
+            continue;
+        }
+        let sp = sp as u32;
+        // The thread's chain: request id → first call → … → last call → response id.
+        if s.sys_req != 0 && s.sys_resp != 0 && s.sys_req != s.sys_resp {
+            for (start, forward) in [(s.sys_req, true), (s.sys_resp, false)] {
+                let mut id = start;
+                let index = if forward { &by_sys_req } else { &by_sys_resp };
+                for _ in 0..spans.len() {
+                    let next = index.get(&(s.agent, id)).and_then(|v| {
+                        v.iter()
+                            .copied()
+                            .find(|&c| offer(c, sp, &mut best))
+                    });
+                    let Some(c) = next else { break };
+                    let cs = &spans[c as usize];
+                    id = if forward { cs.sys_resp } else { cs.sys_req };
+                    if id == 0 || id == if forward { s.sys_resp } else { s.sys_req } {
+                        break;
+                    }
+                }
+            }
+        }
+        // Headers passed through or injected: same-side X-Request-ID, the response's id on
+        // the call, a shared trace id.
+        for (tag, h) in [(0, s.x0), (0, s.x1), (1, s.x1), (2, s.trace_id)] {
+            if h == 0 {
+                continue;
+            }
+            if let Some(v) = by_tag.get(&(s.agent, s.pid, tag, h)) {
+                for &c in v {
+                    offer(c, sp, &mut best);
+                }
+            }
+        }
+    }
+    let mut adopted: Vec<(u32, u32)> = best.into_iter().collect();
+    adopted.sort_unstable();
+    for (c, sp) in adopted {
+        if parent[c as usize].is_none() && acyclic(parent, c, sp) {
+            parent[c as usize] = Some(sp);
+        }
+    }
+}
+
+/// Set roots still without a parent attach to the innermost enclosing hop leaf that shares an
+/// X-Request-ID with them or whose span id is their parent span id.
+fn attach_roots(
+    spans: &[SpanMeta],
+    tol: &Tolerance,
+    hop_of: &[u32],
+    leaves: &[u32],
+    parent: &mut [Option<u32>],
+) {
+    let mut by_key: Map<u64, Vec<u32>> = map();
+    for &l in leaves {
+        let s = &spans[l as usize];
+        let mut keys = [s.x0, s.x1, s.span_id];
+        keys.sort_unstable();
+        for (k, &h) in keys.iter().enumerate() {
+            if h != 0 && (k == 0 || keys[k - 1] != h) {
+                by_key.entry(h).or_default().push(l);
+            }
+        }
+    }
+    for c in 0..spans.len() {
+        if parent[c].is_some() {
+            continue;
+        }
+        let cs = &spans[c];
+        let mut found: Option<u32> = None;
+        for h in [cs.x0, cs.x1, cs.parent_span_id] {
+            let Some(v) = by_key.get(&h).filter(|_| h != 0) else {
+                continue;
+            };
+            for &l in v {
+                let ls = &spans[l as usize];
+                let linked = if h == cs.parent_span_id {
+                    ls.span_id == h
+                } else {
+                    ls.x1 == cs.x0 || ls.x0 == cs.x0 || ls.x1 == cs.x1
+                };
+                if !linked
+                    || hop_of[l as usize] == hop_of[c]
+                    || ls.duration() < cs.duration()
+                    || !tol.covers(ls, cs)
+                {
+                    continue;
+                }
+                if found.is_none_or(|f| {
+                    (ls.duration(), l) < (spans[f as usize].duration(), f)
+                }) && acyclic(parent, c as u32, l)
+                {
+                    found = Some(l);
+                }
+            }
+        }
+        parent[c] = found;
+    }
+}
+
+/// Trees from parent links, traces from trees joined by shared X-Request-IDs and trace ids;
+/// depth-first order by start time.
+fn order(spans: &[SpanMeta], parent: &[Option<u32>]) -> Assembly {
+    let n = spans.len();
+    let mut sets = Sets::new(n);
+    for (c, p) in parent.iter().enumerate() {
+        if let Some(p) = p {
+            sets.union(c as u32, *p);
+        }
+    }
+    let mut first_with: Map<(u8, u64), u32> = map();
+    for (i, s) in spans.iter().enumerate() {
+        for key in [(0, s.x0), (0, s.x1), (1, s.trace_id)] {
+            if key.1 != 0 {
+                let f = *first_with.entry(key).or_insert(i as u32);
+                sets.union(f, i as u32);
+            }
+        }
+    }
+    let by_start = |&i: &u32| (spans[i as usize].start, spans[i as usize].id);
+    let mut children: Vec<Vec<u32>> = vec![Vec::new(); n];
+    let mut roots: Vec<u32> = Vec::new();
+    for i in 0..n as u32 {
+        match parent[i as usize] {
+            Some(p) => children[p as usize].push(i),
+            None => roots.push(i),
+        }
+    }
+    roots.sort_unstable_by_key(by_start);
+    // Roots grouped by trace, traces in order of their first root.
+    let mut trace_roots: Map<u32, Vec<u32>> = map();
+    let mut traces: Vec<u32> = Vec::new();
+    for &r in &roots {
+        let t = sets.find(r);
+        let e = trace_roots.entry(t).or_default();
+        if e.is_empty() {
+            traces.push(t);
+        }
+        e.push(r);
+    }
+    let mut out = Assembly {
+        trace_uid: vec![0; n],
+        parent: parent.to_vec(),
+        depth: vec![0; n],
+        order: vec![0; n],
+        sequence: Vec::with_capacity(n),
+    };
+    let mut stack: Vec<(u32, u32)> = Vec::new();
+    for t in traces {
+        let rs = &trace_roots[&t];
+        let uid = spans[rs[0] as usize].id;
+        let mut k = 0u32;
+        stack.extend(rs.iter().rev().map(|&r| (r, 0)));
+        while let Some((i, d)) = stack.pop() {
+            out.trace_uid[i as usize] = uid;
+            out.depth[i as usize] = d;
+            out.order[i as usize] = k;
+            out.sequence.push(i);
+            k += 1;
+            let kids = &mut children[i as usize];
+            kids.sort_unstable_by_key(by_start);
+            stack.extend(kids.iter().rev().map(|&c| (c, d + 1)));
+        }
+    }
+    out
+}

@@ -1,0 +1,371 @@
+//! The few columns of a span that trace assembly reads, decoded once from Arrow into a compact
+//! row: keys as integers, strings as 64-bit hashes (0 = absent).
+
+use std::hash::{BuildHasher, Hash, Hasher};
+
+use arrow::{
+    array::{Array, AsArray, RecordBatch},
+    datatypes::{
+        DataType, Int32Type, Int64Type, TimeUnit, TimestampMicrosecondType, UInt32Type,
+    },
+};
+use datafusion::error::{DataFusionError, Result};
+
+/// Columns [`SpanMeta::from_batch`] reads.
+pub const META_COLUMNS: &[&str] = &[
+    "_id",
+    "start_time",
+    "end_time",
+    "observation_point",
+    "type",
+    "agent_id",
+    "process_id_0",
+    "process_id_1",
+    "client_port",
+    "protocol",
+    "l7_protocol",
+    "version",
+    "request_type",
+    "request_domain",
+    "request_resource",
+    "endpoint",
+    "request_id",
+    "response_code",
+    "response_exception",
+    "req_tcp_seq",
+    "resp_tcp_seq",
+    "syscall_trace_id_request",
+    "syscall_trace_id_response",
+    "x_request_id_0",
+    "x_request_id_1",
+    "trace_id",
+    "span_id",
+    "parent_span_id",
+];
+
+/// Where a span was seen, in path order from the client process to the server process.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Point {
+    /// Client process socket (eBPF).
+    ClientProcess,
+    /// Client pod NIC.
+    ClientNic,
+    /// Client node NIC.
+    ClientNode,
+    /// Loopback, or a NIC whose side is unknown.
+    Between,
+    /// Server node NIC.
+    ServerNode,
+    /// Server pod NIC.
+    ServerNic,
+    /// Server process socket (eBPF).
+    ServerProcess,
+}
+
+impl Point {
+    /// Parses an `observation_point` value; anything unknown sits between the two sides.
+    pub fn parse(s: &str) -> Self {
+        match s {
+            "c-p" => Self::ClientProcess,
+            "c" => Self::ClientNic,
+            "c-nd" => Self::ClientNode,
+            "s-nd" => Self::ServerNode,
+            "s" => Self::ServerNic,
+            "s-p" => Self::ServerProcess,
+            _ => Self::Between,
+        }
+    }
+
+    /// Whether the span comes from a process's syscalls.
+    pub fn is_process(self) -> bool {
+        matches!(self, Self::ClientProcess | Self::ServerProcess)
+    }
+
+    /// Whether the point is on the client's side of the path.
+    pub fn is_client_side(self) -> bool {
+        self < Self::Between
+    }
+}
+
+/// Which halves of the exchange a span holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// The request only.
+    Request,
+    /// The response only.
+    Response,
+    /// Both.
+    Session,
+}
+
+impl Kind {
+    fn parse(s: &str) -> Self {
+        match s {
+            "request" => Self::Request,
+            "response" => Self::Response,
+            _ => Self::Session,
+        }
+    }
+
+    /// Whether the span carries the request half.
+    pub fn has_request(self) -> bool {
+        self != Self::Response
+    }
+
+    /// Whether the span carries the response half.
+    pub fn has_response(self) -> bool {
+        self != Self::Request
+    }
+}
+
+/// Fields compared for conflicts: two spans of one hop never differ where both are set.
+pub const CONFLICT_FIELDS: usize = 13;
+
+/// One span as trace assembly sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SpanMeta {
+    /// `_id`.
+    pub id: i64,
+    /// Start, µs.
+    pub start: i64,
+    /// End, µs.
+    pub end: i64,
+    /// Observation point.
+    pub point: Point,
+    /// Request, response or both.
+    pub kind: Kind,
+    /// Capturing agent.
+    pub agent: i32,
+    /// The observing process (eBPF spans), else 0.
+    pub pid: i64,
+    /// TCP seq of the request (0 = unknown).
+    pub req_seq: u32,
+    /// TCP seq of the response (0 = unknown).
+    pub resp_seq: u32,
+    /// Syscall trace id of the request (0 = none).
+    pub sys_req: i64,
+    /// Syscall trace id of the response (0 = none).
+    pub sys_resp: i64,
+    /// X-Request-ID of the request, hashed.
+    pub x0: u64,
+    /// X-Request-ID of the response, hashed.
+    pub x1: u64,
+    /// Trace id, hashed.
+    pub trace_id: u64,
+    /// Span id, hashed.
+    pub span_id: u64,
+    /// Parent span id, hashed.
+    pub parent_span_id: u64,
+    /// Hashes of the fields in which two spans of one hop must agree.
+    pub fields: [u64; CONFLICT_FIELDS],
+}
+
+impl SpanMeta {
+    /// Duration, µs.
+    pub fn duration(&self) -> i64 {
+        self.end - self.start
+    }
+
+    /// Whether two spans of one hop disagree on a field both carry.
+    pub fn conflicts(&self, other: &Self) -> bool {
+        self.fields
+            .iter()
+            .zip(&other.fields)
+            .any(|(a, b)| *a != 0 && *b != 0 && a != b)
+    }
+
+    /// Decodes every row of `batch` (which must hold [`META_COLUMNS`]).
+    pub fn from_batch(batch: &RecordBatch) -> Result<Vec<Self>> {
+        let c = Columns { batch };
+        let ids = c.i64s("_id")?;
+        let starts = c.times("start_time")?;
+        let ends = c.times("end_time")?;
+        let agents = c.i32s("agent_id")?;
+        let pid0 = c.i64s("process_id_0")?;
+        let pid1 = c.i64s("process_id_1")?;
+        let req_seq = c.u32s("req_tcp_seq")?;
+        let resp_seq = c.u32s("resp_tcp_seq")?;
+        let sys_req = c.i64s("syscall_trace_id_request")?;
+        let sys_resp = c.i64s("syscall_trace_id_response")?;
+        let points = c.strs("observation_point")?;
+        let kinds = c.strs("type")?;
+        let [x0, x1, trace_id, span_id, parent_span_id] = [
+            "x_request_id_0",
+            "x_request_id_1",
+            "trace_id",
+            "span_id",
+            "parent_span_id",
+        ]
+        .map(|n| c.hashes(n));
+        let conflict_names = [
+            "client_port",
+            "protocol",
+            "l7_protocol",
+            "version",
+            "request_type",
+            "request_domain",
+            "request_resource",
+            "endpoint",
+            "request_id",
+            "response_code",
+            "response_exception",
+            "x_request_id_0",
+            "x_request_id_1",
+        ];
+        let mut fields = Vec::with_capacity(CONFLICT_FIELDS);
+        for n in conflict_names {
+            fields.push(c.hashes(n)?);
+        }
+        let (x0, x1, trace_id, span_id, parent_span_id) =
+            (x0?, x1?, trace_id?, span_id?, parent_span_id?);
+        let get = |a: &[i64], i| a[i];
+        Ok((0..batch.num_rows())
+            .map(|i| {
+                let point = Point::parse(points.value(i));
+                let pid = match point {
+                    Point::ClientProcess => pid0[i],
+                    Point::ServerProcess => pid1[i],
+                    _ => 0,
+                };
+                Self {
+                    id: ids[i],
+                    start: starts[i],
+                    end: ends[i],
+                    point,
+                    kind: Kind::parse(kinds.value(i)),
+                    agent: agents[i],
+                    pid,
+                    req_seq: req_seq[i],
+                    resp_seq: resp_seq[i],
+                    sys_req: get(&sys_req, i),
+                    sys_resp: get(&sys_resp, i),
+                    x0: x0[i],
+                    x1: x1[i],
+                    trace_id: trace_id[i],
+                    span_id: span_id[i],
+                    parent_span_id: parent_span_id[i],
+                    fields: std::array::from_fn(|f| fields[f][i]),
+                }
+            })
+            .collect())
+    }
+}
+
+/// Reads named columns of a batch as plain vectors, nulls as 0.
+struct Columns<'a> {
+    batch: &'a RecordBatch,
+}
+
+impl Columns<'_> {
+    fn column(&self, name: &str) -> Result<&dyn Array> {
+        self.batch
+            .column_by_name(name)
+            .map(|c| c.as_ref())
+            .ok_or_else(|| DataFusionError::Internal(format!("trace assembly needs column {name}")))
+    }
+
+    fn mismatch(name: &str, dt: &DataType) -> DataFusionError {
+        DataFusionError::Internal(format!("column {name} has unexpected type {dt}"))
+    }
+
+    fn i64s(&self, name: &str) -> Result<Vec<i64>> {
+        let a = self.column(name)?;
+        let a = a
+            .as_primitive_opt::<Int64Type>()
+            .ok_or_else(|| Self::mismatch(name, a.data_type()))?;
+        Ok(zero_nulls(a))
+    }
+
+    fn i32s(&self, name: &str) -> Result<Vec<i32>> {
+        let a = self.column(name)?;
+        let a = a
+            .as_primitive_opt::<Int32Type>()
+            .ok_or_else(|| Self::mismatch(name, a.data_type()))?;
+        Ok(zero_nulls(a))
+    }
+
+    fn u32s(&self, name: &str) -> Result<Vec<u32>> {
+        let a = self.column(name)?;
+        let a = a
+            .as_primitive_opt::<UInt32Type>()
+            .ok_or_else(|| Self::mismatch(name, a.data_type()))?;
+        Ok(zero_nulls(a))
+    }
+
+    fn times(&self, name: &str) -> Result<Vec<i64>> {
+        let a = self.column(name)?;
+        match a.data_type() {
+            DataType::Timestamp(TimeUnit::Microsecond, _) => {
+                Ok(zero_nulls(a.as_primitive::<TimestampMicrosecondType>()))
+            }
+            dt => Err(Self::mismatch(name, dt)),
+        }
+    }
+
+    fn strs(&self, name: &str) -> Result<&arrow::array::StringArray> {
+        let a = self.column(name)?;
+        a.as_string_opt::<i32>()
+            .ok_or_else(|| Self::mismatch(name, a.data_type()))
+    }
+
+    /// Any column as 64-bit value hashes; null and empty strings hash to 0.
+    fn hashes(&self, name: &str) -> Result<Vec<u64>> {
+        let a = self.column(name)?;
+        let n = a.len();
+        let out = match a.data_type() {
+            DataType::Utf8 => {
+                let s = a.as_string::<i32>();
+                (0..n)
+                    .map(|i| {
+                        if s.is_null(i) || s.value(i).is_empty() {
+                            0
+                        } else {
+                            hash_str(s.value(i))
+                        }
+                    })
+                    .collect()
+            }
+            DataType::Int64 => {
+                let v = a.as_primitive::<Int64Type>();
+                (0..n).map(|i| hash_opt(v.is_valid(i).then(|| v.value(i)))).collect()
+            }
+            DataType::Int32 => {
+                let v = a.as_primitive::<Int32Type>();
+                (0..n).map(|i| hash_opt(v.is_valid(i).then(|| v.value(i)))).collect()
+            }
+            dt => return Err(Self::mismatch(name, dt)),
+        };
+        Ok(out)
+    }
+}
+
+fn zero_nulls<T: arrow::datatypes::ArrowPrimitiveType>(
+    a: &arrow::array::PrimitiveArray<T>,
+) -> Vec<T::Native> {
+    if a.null_count() == 0 {
+        a.values().to_vec()
+    } else {
+        (0..a.len())
+            .map(|i| if a.is_valid(i) { a.value(i) } else { T::Native::default() })
+            .collect()
+    }
+}
+
+fn hasher() -> impl Hasher {
+    foldhash::quality::FixedState::with_seed(0x7769_7265_7472_6163).build_hasher()
+}
+
+/// A string's hash, never 0.
+pub fn hash_str(s: &str) -> u64 {
+    let mut h = hasher();
+    s.hash(&mut h);
+    h.finish().max(1)
+}
+
+fn hash_opt<T: Hash>(v: Option<T>) -> u64 {
+    v.map_or(0, |v| {
+        let mut h = hasher();
+        v.hash(&mut h);
+        h.finish().max(1)
+    })
+}

@@ -1,0 +1,26 @@
+//! Trace assembly at query time: spans read from `l7_flow_log` become trees, returned by the
+//! table functions `trace(_id)`, `traces(start, end)`, `trace_by(key, value)` and
+//! `trace_grafana(_id)`.
+//!
+//! `meta` decodes the columns assembly reads; `assemble` holds the rule set; `lookup` reads
+//! spans (a window, or key expansion from seeds); `table` is the SQL face.
+
+pub mod assemble;
+pub mod lookup;
+pub mod meta;
+pub mod table;
+
+use std::sync::Arc;
+
+use datafusion::prelude::SessionContext;
+
+pub use assemble::{Assembly, Tolerance, assemble};
+pub use meta::SpanMeta;
+pub use table::{Function, TraceFunction};
+
+/// Registers the trace table functions on `ctx`.
+pub fn register_all(ctx: &SessionContext) {
+    for (name, f) in Function::ALL {
+        ctx.register_udtf(name, Arc::new(TraceFunction::new(f)));
+    }
+}

@@ -1,0 +1,453 @@
+//! `trace`, `traces`, `trace_by` and `trace_grafana` as DataFusion table functions: the call
+//! evaluates its arguments, the scan reads and assembles the spans.
+
+use std::{fmt, sync::Arc};
+
+use arrow::{
+    array::{
+        Array, ArrayRef, AsArray, Float64Array, Int32Array, Int64Array, RecordBatch,
+        StringArray, UInt32Array,
+    },
+    compute::take,
+    datatypes::{DataType, Field, Schema, SchemaRef},
+};
+use async_trait::async_trait;
+use datafusion::{
+    catalog::{Session, TableFunctionArgs, TableFunctionImpl, TableProvider},
+    common::{DFSchema, ScalarValue, plan_err},
+    datasource::{TableType, memory::MemorySourceConfig},
+    error::{DataFusionError, Result},
+    execution::SessionState,
+    logical_expr::Expr,
+    physical_plan::ExecutionPlan,
+};
+use wiretrace_storage::schema::l7_flow_log_schema;
+
+use super::{
+    assemble::{Assembly, Tolerance},
+    lookup::{self, Seed, Spans},
+    meta::META_COLUMNS,
+};
+
+/// Default time searched either side of a trace's seed spans, seconds.
+pub const DEFAULT_WINDOW_S: i64 = 60;
+
+/// Which table function.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Function {
+    /// `trace(_id [, window_s])`.
+    Trace,
+    /// `traces(start, end)`.
+    Traces,
+    /// `trace_by(key, value [, window_s])`.
+    TraceBy,
+    /// `trace_grafana(_id [, window_s])`.
+    TraceGrafana,
+}
+
+impl Function {
+    /// Every function with its SQL name.
+    pub const ALL: [(&'static str, Function); 4] = [
+        ("trace", Self::Trace),
+        ("traces", Self::Traces),
+        ("trace_by", Self::TraceBy),
+        ("trace_grafana", Self::TraceGrafana),
+    ];
+
+    fn usage(self) -> &'static str {
+        match self {
+            Self::Trace => "trace(_id [, window_seconds])",
+            Self::Traces => "traces(start_time, end_time)",
+            Self::TraceBy => "trace_by('x_request_id' | 'trace_id', value [, window_seconds])",
+            Self::TraceGrafana => "trace_grafana(_id [, window_seconds])",
+        }
+    }
+}
+
+/// One of the trace table functions, as registered in a session.
+#[derive(Debug, Clone)]
+pub struct TraceFunction {
+    function: Function,
+    tolerance: Tolerance,
+}
+
+impl TraceFunction {
+    /// The function `function` with the default tolerances.
+    pub fn new(function: Function) -> Self {
+        Self {
+            function,
+            tolerance: Tolerance::default(),
+        }
+    }
+}
+
+/// What a call asked for, its arguments evaluated.
+#[derive(Debug, Clone)]
+enum Request {
+    Lookup { seed: Seed, window_us: i64 },
+    Window { from_us: i64, to_us: i64 },
+}
+
+/// Evaluates a constant argument (`now() - interval '5 minutes'`, a string, a number).
+fn constant(session: &dyn Session, expr: &Expr) -> Result<ScalarValue> {
+    let schema = DFSchema::empty();
+    let simplified = session.create_physical_expr(expr.clone(), &schema)?;
+    let batch = RecordBatch::new_empty(Arc::new(Schema::empty()));
+    let batch = RecordBatch::try_new_with_options(
+        batch.schema(),
+        vec![],
+        &arrow::array::RecordBatchOptions::new().with_row_count(Some(1)),
+    )?;
+    match simplified.evaluate(&batch)? {
+        datafusion::logical_expr::ColumnarValue::Scalar(s) => Ok(s),
+        datafusion::logical_expr::ColumnarValue::Array(a) => ScalarValue::try_from_array(&a, 0),
+    }
+}
+
+fn int_arg(v: &ScalarValue, what: &str, usage: &str) -> Result<i64> {
+    match v.cast_to(&DataType::Int64)? {
+        ScalarValue::Int64(Some(i)) => Ok(i),
+        _ => plan_err!("{what} must be an integer, as in {usage}"),
+    }
+}
+
+fn time_arg(v: &ScalarValue, what: &str, usage: &str) -> Result<i64> {
+    let ts = DataType::Timestamp(arrow::datatypes::TimeUnit::Microsecond, Some("UTC".into()));
+    match v.cast_to(&ts) {
+        Ok(ScalarValue::TimestampMicrosecond(Some(us), _)) => Ok(us),
+        _ => plan_err!("{what} must be a timestamp, as in {usage}"),
+    }
+}
+
+impl TableFunctionImpl for TraceFunction {
+    fn call_with_args(&self, args: TableFunctionArgs) -> Result<Arc<dyn TableProvider>> {
+        let usage = self.function.usage();
+        let values = args
+            .exprs()
+            .iter()
+            .map(|e| constant(args.session(), e))
+            .collect::<Result<Vec<_>>>()?;
+        let window = |i: usize| -> Result<i64> {
+            let s = values
+                .get(i)
+                .map(|v| int_arg(v, "window_seconds", usage))
+                .transpose()?
+                .unwrap_or(DEFAULT_WINDOW_S);
+            if !(0..=86_400).contains(&s) {
+                return plan_err!("window_seconds must be within 0..=86400, got {s}");
+            }
+            Ok(s * 1_000_000)
+        };
+        let arity = |lo: usize, hi: usize| -> Result<()> {
+            if (lo..=hi).contains(&values.len()) {
+                Ok(())
+            } else {
+                plan_err!("{usage}: got {} arguments", values.len())
+            }
+        };
+        let request = match self.function {
+            Function::Trace | Function::TraceGrafana => {
+                arity(1, 2)?;
+                Request::Lookup {
+                    seed: Seed::Id(int_arg(&values[0], "_id", usage)?),
+                    window_us: window(1)?,
+                }
+            }
+            Function::TraceBy => {
+                arity(2, 3)?;
+                let text = |v: &ScalarValue| match v.cast_to(&DataType::Utf8) {
+                    Ok(ScalarValue::Utf8(Some(s))) => Ok(s),
+                    _ => plan_err!("{usage}: key and value must be text"),
+                };
+                let value = text(&values[1])?;
+                let seed = match text(&values[0])?.as_str() {
+                    "x_request_id" => Seed::XRequestId(value),
+                    "trace_id" => Seed::TraceId(value),
+                    other => return plan_err!("{usage}: unknown key '{other}'"),
+                };
+                Request::Lookup {
+                    seed,
+                    window_us: window(2)?,
+                }
+            }
+            Function::Traces => {
+                arity(2, 2)?;
+                let from_us = time_arg(&values[0], "start_time", usage)?;
+                let to_us = time_arg(&values[1], "end_time", usage)?;
+                if to_us < from_us {
+                    return plan_err!("{usage}: end_time is before start_time");
+                }
+                Request::Window { from_us, to_us }
+            }
+        };
+        Ok(Arc::new(TraceTable {
+            function: self.function,
+            tolerance: self.tolerance,
+            request,
+            schema: output_schema(self.function),
+        }))
+    }
+}
+
+/// Columns assembly adds to `l7_flow_log`'s.
+pub const TRACE_COLUMNS: [(&str, DataType, bool, &str); 4] = [
+    (
+        "trace_uid",
+        DataType::Int64,
+        false,
+        "_id of the trace's first root span",
+    ),
+    (
+        "parent_id",
+        DataType::Int64,
+        true,
+        "_id of the parent span (NULL for a root)",
+    ),
+    ("depth", DataType::Int32, false, "Distance from the root"),
+    (
+        "span_order",
+        DataType::Int32,
+        false,
+        "Position in the trace, depth first by start time",
+    ),
+];
+
+/// Columns of `trace_grafana` (Grafana's Traces panel, table format).
+const GRAFANA_COLUMNS: [(&str, DataType, bool); 8] = [
+    ("traceID", DataType::Utf8, false),
+    ("spanID", DataType::Utf8, false),
+    ("parentSpanID", DataType::Utf8, true),
+    ("operationName", DataType::Utf8, false),
+    ("serviceName", DataType::Utf8, false),
+    ("startTime", DataType::Float64, false),
+    ("duration", DataType::Float64, false),
+    ("tags", DataType::Utf8, false),
+];
+
+fn output_schema(function: Function) -> SchemaRef {
+    if function == Function::TraceGrafana {
+        return Arc::new(Schema::new(
+            GRAFANA_COLUMNS
+                .iter()
+                .map(|(n, t, null)| Field::new(*n, t.clone(), *null))
+                .collect::<Vec<_>>(),
+        ));
+    }
+    let mut fields: Vec<Field> = l7_flow_log_schema()
+        .fields()
+        .iter()
+        .map(|f| f.as_ref().clone())
+        .collect();
+    fields.extend(TRACE_COLUMNS.iter().map(|(n, t, null, doc)| {
+        Field::new(*n, t.clone(), *null).with_metadata(
+            [(wiretrace_storage::schema::DOC_KEY.to_string(), doc.to_string())].into(),
+        )
+    }));
+    Arc::new(Schema::new(fields))
+}
+
+/// The result of one call, computed when scanned.
+#[derive(Clone)]
+struct TraceTable {
+    function: Function,
+    tolerance: Tolerance,
+    request: Request,
+    schema: SchemaRef,
+}
+
+impl fmt::Debug for TraceTable {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TraceTable")
+            .field("function", &self.function)
+            .field("request", &self.request)
+            .finish_non_exhaustive()
+    }
+}
+
+#[async_trait]
+impl TableProvider for TraceTable {
+    fn schema(&self) -> SchemaRef {
+        Arc::clone(&self.schema)
+    }
+
+    fn table_type(&self) -> TableType {
+        TableType::Temporary
+    }
+
+    async fn scan(
+        &self,
+        state: &dyn Session,
+        projection: Option<&Vec<usize>>,
+        _filters: &[Expr],
+        _limit: Option<usize>,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        let state = state
+            .as_any()
+            .downcast_ref::<SessionState>()
+            .ok_or_else(|| DataFusionError::Internal("trace functions need a SessionState".into()))?;
+        let ctx = lookup::lookup_context(state);
+        let wanted: Vec<usize> = match projection {
+            Some(p) => p.clone(),
+            None => (0..self.schema.fields().len()).collect(),
+        };
+        let mut columns: Vec<String> = META_COLUMNS.iter().map(|c| c.to_string()).collect();
+        let l7 = l7_flow_log_schema();
+        let extra: &[&str] = if self.function == Function::TraceGrafana {
+            &["process_kname_0", "process_kname_1", "host", "capture_nic", "ip_0", "ip_1", "server_port", "signal_source", "observation_point"]
+        } else {
+            &[]
+        };
+        for name in wanted
+            .iter()
+            .map(|&i| self.schema.field(i).name().as_str())
+            .chain(extra.iter().copied())
+        {
+            if l7.index_of(name).is_ok() && !columns.iter().any(|c| c == name) {
+                columns.push(name.to_string());
+            }
+        }
+        let (spans, assembly, picked) = match &self.request {
+            Request::Window { from_us, to_us } => {
+                let spans = lookup::window(&ctx, *from_us, *to_us, &columns).await?;
+                let assembly = super::assemble::assemble(&spans.meta, &self.tolerance);
+                let picked = assembly.sequence.clone();
+                (spans, assembly, picked)
+            }
+            Request::Lookup { seed, window_us } => {
+                lookup::expand(&ctx, seed.clone(), *window_us, &self.tolerance, &columns).await?
+            }
+        };
+        let schema = Arc::new(self.schema.project(&wanted)?);
+        let batch = if self.function == Function::TraceGrafana {
+            grafana(&spans, &assembly, &picked)?.project(&wanted)?
+        } else {
+            traced(&schema, &spans, &assembly, &picked)?
+        };
+        let exec: Arc<dyn ExecutionPlan> =
+            MemorySourceConfig::try_new_exec(&[vec![batch]], schema, None)?;
+        Ok(exec)
+    }
+}
+
+/// The picked rows in output order with the assembly's columns.
+fn traced(
+    schema: &SchemaRef,
+    spans: &Spans,
+    assembly: &Assembly,
+    picked: &[u32],
+) -> Result<RecordBatch> {
+    let idx = UInt32Array::from(picked.to_vec());
+    let ids = |i: u32| spans.meta[i as usize].id;
+    let columns = schema
+        .fields()
+        .iter()
+        .map(|f| -> Result<ArrayRef> {
+            Ok(match f.name().as_str() {
+                "trace_uid" => Arc::new(Int64Array::from_iter_values(
+                    picked.iter().map(|&i| assembly.trace_uid[i as usize]),
+                )),
+                "parent_id" => Arc::new(Int64Array::from_iter(
+                    picked.iter().map(|&i| assembly.parent[i as usize].map(ids)),
+                )),
+                "depth" => Arc::new(Int32Array::from_iter_values(
+                    picked.iter().map(|&i| assembly.depth[i as usize] as i32),
+                )),
+                "span_order" => Arc::new(Int32Array::from_iter_values(
+                    picked.iter().map(|&i| assembly.order[i as usize] as i32),
+                )),
+                name => {
+                    let c = spans.rows.column_by_name(name).ok_or_else(|| {
+                        DataFusionError::Internal(format!("column {name} was not read"))
+                    })?;
+                    take(c, &idx, None)?
+                }
+            })
+        })
+        .collect::<Result<Vec<_>>>()?;
+    Ok(RecordBatch::try_new_with_options(
+        Arc::clone(schema),
+        columns,
+        &arrow::array::RecordBatchOptions::new().with_row_count(Some(picked.len())),
+    )?)
+}
+
+/// The picked rows as Grafana's Traces panel wants them.
+fn grafana(spans: &Spans, assembly: &Assembly, picked: &[u32]) -> Result<RecordBatch> {
+    let rows = &spans.rows;
+    let text = |name: &str| -> Result<&StringArray> {
+        rows.column_by_name(name)
+            .and_then(|c| c.as_string_opt::<i32>())
+            .ok_or_else(|| DataFusionError::Internal(format!("column {name} was not read")))
+    };
+    let (method, resource, point, source) = (
+        text("request_type")?,
+        text("request_resource")?,
+        text("observation_point")?,
+        text("signal_source")?,
+    );
+    let (kname0, kname1, host, nic) = (
+        text("process_kname_0")?,
+        text("process_kname_1")?,
+        text("host")?,
+        text("capture_nic")?,
+    );
+    let (ip0, ip1) = (text("ip_0")?, text("ip_1")?);
+    let code = rows
+        .column_by_name("response_code")
+        .and_then(|c| c.as_primitive_opt::<arrow::datatypes::Int32Type>());
+    let opt = |a: &StringArray, i: usize| (a.is_valid(i)).then(|| a.value(i).to_string());
+    let hex = |v: i64| format!("{v:016x}");
+    let mut cols: [Vec<Option<String>>; 6] = Default::default();
+    let (mut start, mut duration) = (Vec::new(), Vec::new());
+    for &p in picked {
+        let i = p as usize;
+        let m = &spans.meta[i];
+        cols[0].push(Some(hex(assembly.trace_uid[i])));
+        cols[1].push(Some(hex(m.id)));
+        cols[2].push(assembly.parent[i].map(|q| hex(spans.meta[q as usize].id)));
+        cols[3].push(Some(
+            [opt(method, i), opt(resource, i)]
+                .into_iter()
+                .flatten()
+                .collect::<Vec<_>>()
+                .join(" "),
+        ));
+        let service = match point.value(i) {
+            "c-p" => opt(kname0, i),
+            "s-p" => opt(kname1, i),
+            _ => opt(nic, i).map(|n| format!("{}/{n}", host.value(i))),
+        };
+        cols[4].push(Some(service.unwrap_or_else(|| host.value(i).to_string())));
+        let mut tags = vec![
+            ("observation_point", point.value(i).to_string()),
+            ("signal_source", source.value(i).to_string()),
+            ("client", ip0.value(i).to_string()),
+            ("server", ip1.value(i).to_string()),
+            ("_id", m.id.to_string()),
+        ];
+        if let Some(c) = code.filter(|c| c.is_valid(i)) {
+            tags.push(("http.status_code", c.value(i).to_string()));
+        }
+        let tags: Vec<serde_json::Value> = tags
+            .into_iter()
+            .map(|(k, v)| serde_json::json!({"key": k, "value": v}))
+            .collect();
+        cols[5].push(Some(serde_json::Value::Array(tags).to_string()));
+        start.push(m.start as f64 / 1000.0);
+        duration.push(m.duration() as f64 / 1000.0);
+    }
+    let [trace, span, parent, op, service, tags] = cols.map(|c| Arc::new(StringArray::from(c)) as ArrayRef);
+    Ok(RecordBatch::try_new(
+        output_schema(Function::TraceGrafana),
+        vec![
+            trace,
+            span,
+            parent,
+            op,
+            service,
+            Arc::new(Float64Array::from(start)),
+            Arc::new(Float64Array::from(duration)),
+            tags,
+        ],
+    )?)
+}

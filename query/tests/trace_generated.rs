@@ -1,0 +1,187 @@
+//! Trace assembly against generated data whose true trees are known: ≥ 10,000 concurrent
+//! traces through sidecars and a tunnel, assembled in memory, through `traces()` over Parquet,
+//! and from single spans with `trace()`.
+
+use std::collections::HashMap;
+
+use arrow::{
+    array::{AsArray, RecordBatch},
+    compute::concat_batches,
+    datatypes::Int64Type,
+};
+use wiretrace_ingest::generate::{GenConfig, Generated, Generator, Truth};
+use wiretrace_query::trace::{SpanMeta, Tolerance, assemble};
+use wiretrace_storage::{TableWriters, schema::L7_FLOW_LOG};
+
+const TRACES: usize = 10_000;
+
+fn generate(cfg: GenConfig) -> Generated {
+    Generator::new(cfg).traces(TRACES, TRACES)
+}
+
+/// Concurrent: 10,000 traces starting within 0.3 s, each lasting milliseconds.
+fn concurrent() -> GenConfig {
+    GenConfig {
+        spread_us: 300_000,
+        ..GenConfig::default()
+    }
+}
+
+/// What assembly found for one span: (trace uid, parent id).
+type Found = HashMap<i64, (i64, Option<i64>)>;
+
+fn assemble_in_memory(g: &Generated) -> Found {
+    let all = concat_batches(&g.batches[0].schema(), &g.batches).unwrap();
+    let meta = SpanMeta::from_batch(&all).unwrap();
+    let a = assemble(&meta, &Tolerance::default());
+    meta.iter()
+        .enumerate()
+        .map(|(i, m)| (m.id, (a.trace_uid[i], a.parent[i].map(|p| meta[p as usize].id))))
+        .collect()
+}
+
+/// Every kept span in the right trace with the right parent.
+fn assert_exact(truth: &[Truth], found: &Found) {
+    let mut wrong = Vec::new();
+    for t in truth.iter().filter(|t| t.kept) {
+        let got = found.get(&t.id).copied();
+        if got != Some((t.trace, t.parent)) {
+            wrong.push((t, got));
+        }
+    }
+    assert!(
+        wrong.is_empty(),
+        "{} of {} spans wrong, e.g. {:?}",
+        wrong.len(),
+        truth.len(),
+        &wrong[..wrong.len().min(5)]
+    );
+}
+
+/// With spans lost: every parent found is a true ancestor, and no found trace mixes true ones.
+/// Returns how many parents are the nearest kept ancestor.
+fn assert_never_wrong(truth: &[Truth], found: &Found) -> (usize, usize) {
+    let by_id: HashMap<i64, &Truth> = truth.iter().map(|t| (t.id, t)).collect();
+    let mut trace_of_uid: HashMap<i64, i64> = HashMap::new();
+    let (mut nearest, mut linked) = (0, 0);
+    for t in truth.iter().filter(|t| t.kept) {
+        let (uid, parent) = found[&t.id];
+        let first = *trace_of_uid.entry(uid).or_insert(t.trace);
+        assert_eq!(first, t.trace, "found trace {uid} mixes true traces");
+        let Some(p) = parent else { continue };
+        linked += 1;
+        let mut up = t.parent;
+        let mut near = true;
+        loop {
+            let Some(a) = up else {
+                panic!("span {} got parent {p}, which is not an ancestor", t.id)
+            };
+            if a == p {
+                break;
+            }
+            near &= !by_id[&a].kept;
+            up = by_id[&a].parent;
+        }
+        nearest += usize::from(near);
+    }
+    (nearest, linked)
+}
+
+#[test]
+fn in_memory_assembly_recovers_true_trees() {
+    let g = generate(concurrent());
+    assert!(g.truth.len() > TRACES * 5, "only {} spans", g.truth.len());
+    assert_exact(&g.truth, &assemble_in_memory(&g));
+}
+
+#[test]
+fn colliding_sequence_numbers_and_lost_spans_never_give_a_wrong_tree() {
+    let g = generate(GenConfig {
+        seed: 7,
+        lost_share: 0.05,
+        collide_share: 0.3,
+        ..concurrent()
+    });
+    let (nearest, linked) = assert_never_wrong(&g.truth, &assemble_in_memory(&g));
+    assert!(linked > 0 && nearest == linked, "{nearest} of {linked} parents nearest");
+}
+
+#[test]
+fn sequence_collisions_alone_change_nothing() {
+    let g = generate(GenConfig {
+        seed: 3,
+        collide_share: 0.5,
+        ..concurrent()
+    });
+    assert_exact(&g.truth, &assemble_in_memory(&g));
+}
+
+fn found_from_rows(batches: &[RecordBatch]) -> Found {
+    let mut found = Found::new();
+    for b in batches {
+        let id = b.column_by_name("_id").unwrap().as_primitive::<Int64Type>();
+        let uid = b.column_by_name("trace_uid").unwrap().as_primitive::<Int64Type>();
+        let parent = b.column_by_name("parent_id").unwrap().as_primitive::<Int64Type>();
+        for i in 0..b.num_rows() {
+            let p = (!arrow::array::Array::is_null(parent, i)).then(|| parent.value(i));
+            found.insert(id.value(i), (uid.value(i), p));
+        }
+    }
+    found
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sql_trace_functions_recover_true_trees_from_parquet() {
+    let cfg = concurrent();
+    let g = generate(cfg.clone());
+    let dir = tempfile::tempdir().unwrap();
+    TableWriters::open(dir.path())
+        .unwrap()
+        .write(L7_FLOW_LOG, &g.batches)
+        .unwrap();
+    let ctx = wiretrace_query::session(dir.path()).await.unwrap();
+
+    // traces(): the whole window at once.
+    let from = cfg.start_us - 1_000_000;
+    let to = cfg.start_us + cfg.spread_us + 1_000_000;
+    let sql = format!(
+        "SELECT _id, trace_uid, parent_id FROM traces(to_timestamp_micros({from}), \
+         to_timestamp_micros({to}))"
+    );
+    let rows = ctx.sql(&sql).await.unwrap().collect().await.unwrap();
+    let found = found_from_rows(&rows);
+    assert_eq!(found.len(), g.truth.len());
+    assert_exact(&g.truth, &found);
+
+    // trace(): from single spans spread over the data, each the whole true trace.
+    let mut members: HashMap<i64, Vec<&Truth>> = HashMap::new();
+    for t in &g.truth {
+        members.entry(t.trace).or_default().push(t);
+    }
+    for seed in g.truth.iter().step_by(g.truth.len() / 40) {
+        let sql = format!("SELECT _id, trace_uid, parent_id FROM trace({})", seed.id);
+        let rows = ctx.sql(&sql).await.unwrap().collect().await.unwrap();
+        let found = found_from_rows(&rows);
+        let want = &members[&seed.trace];
+        assert_eq!(found.len(), want.len(), "trace of span {}", seed.id);
+        assert_exact(want.iter().copied().cloned().collect::<Vec<_>>().as_slice(), &found);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn debug_xreq() {
+    let cfg = concurrent();
+    let g = generate(cfg.clone());
+    let dir = tempfile::tempdir().unwrap();
+    TableWriters::open(dir.path()).unwrap().write(L7_FLOW_LOG, &g.batches).unwrap();
+    let ctx = wiretrace_query::session(dir.path()).await.unwrap();
+    for sql in [
+        "SELECT count(*) FROM l7_flow_log WHERE x_request_id_0 = 'b6b9aeef0d2df7ab0b331645445bcd27'",
+        "SELECT count(*) FROM l7_flow_log WHERE x_request_id_0 || '' = 'b6b9aeef0d2df7ab0b331645445bcd27'",
+        "SELECT count(*) FROM l7_flow_log WHERE x_request_id_1 = 'b6b9aeef0d2df7ab0b331645445bcd27'",
+        "SELECT observation_point, x_request_id_0, x_request_id_1, process_kname_0, process_kname_1 FROM l7_flow_log WHERE x_request_id_1 = 'b6b9aeef0d2df7ab0b331645445bcd27' OR x_request_id_0 = 'b6b9aeef0d2df7ab0b331645445bcd27' limit 20",
+    ] {
+        let b = wiretrace_query::output::run_sql(&ctx, sql).await.unwrap();
+        eprintln!("{sql}\n{}", wiretrace_query::output::render(&b).unwrap());
+    }
+}
