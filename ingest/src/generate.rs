@@ -301,7 +301,16 @@ impl Generator {
                 path: String::new(),
                 host: String::new(),
             };
-            self.call(&mut out, None, LOADGEN, 0, start, &req, (open, resp_id), false);
+            self.call(
+                &mut out,
+                None,
+                LOADGEN,
+                0,
+                start,
+                &req,
+                (open, resp_id),
+                false,
+            );
         }
         self.finish(out)
     }
@@ -318,7 +327,11 @@ impl Generator {
 
     fn entry(&self, svc: usize, fail: bool) -> (usize, Action) {
         let s = &self.services[svc];
-        let then = if fail { Action::Fail } else { Action::Visit(svc) };
+        let then = if fail {
+            Action::Fail
+        } else {
+            Action::Visit(svc)
+        };
         match s.sidecar {
             Some(p) => (p, Action::Forward(s.app, Box::new(then))),
             None => (s.app, then),
@@ -447,7 +460,11 @@ impl Generator {
                     point: Arc::new(CapturePoint {
                         netns: "host".into(),
                         nic,
-                        role: if node_nic { NicRole::Node } else { NicRole::Pod },
+                        role: if node_nic {
+                            NicRole::Node
+                        } else {
+                            NicRole::Pod
+                        },
                     }),
                     tunnel,
                     headers: Vec::new(),
@@ -522,7 +539,9 @@ impl Generator {
     ) -> Answer {
         match action {
             Action::Fail => {
-                let id = if self.procs[proc].proxy { self.proxy_ids() } else {
+                let id = if self.procs[proc].proxy {
+                    self.proxy_ids()
+                } else {
                     let id = self.sys_id();
                     (id, id)
                 };
@@ -565,10 +584,7 @@ impl Generator {
                     self.rng.below(self.cfg.max_calls as u64 + 1) as usize
                 };
                 let down = Request {
-                    x_request_id: req
-                        .x_request_id
-                        .clone()
-                        .filter(|_| self.propagates[svc]),
+                    x_request_id: req.x_request_id.clone().filter(|_| self.propagates[svc]),
                     ..req.clone()
                 };
                 for _ in 0..calls {
@@ -576,7 +592,8 @@ impl Generator {
                     let retry = self.rng.chance(self.cfg.retry_share);
                     for fail in [true, false].into_iter().skip(usize::from(!retry)) {
                         let next = self.sys_id();
-                        let end = self.call(out, Some(server), proc, target, t, &down, (cur, next), fail);
+                        let end =
+                            self.call(out, Some(server), proc, target, t, &down, (cur, next), fail);
                         cur = next;
                         t = end + self.rng.range(10, 100);
                     }

@@ -41,7 +41,7 @@ pub const LOOKUP_KEY_COLUMNS: &[&str] = &[
 ];
 
 /// Rows per Parquet row group: the unit a key lookup reads or skips.
-pub const ROW_GROUP_ROWS: usize = 64 * 1024;
+pub(crate) const ROW_GROUP_ROWS: usize = 64 * 1024;
 
 /// Writes batches of one table as hour-partitioned Parquet files under a data dir.
 #[derive(Debug)]

@@ -65,16 +65,12 @@ impl Tolerance {
         };
         related && !a.conflicts(b)
     }
+}
 
-    /// Whether `outer` encloses `inner` in time (with the cross-agent allowance).
-    fn covers(&self, outer: &SpanMeta, inner: &SpanMeta) -> bool {
-        let slack = if outer.agent == inner.agent {
-            0
-        } else {
-            self.host_clock_offset_us + self.network_delay_us
-        };
-        outer.start <= inner.start + slack && inner.end <= outer.end + slack
-    }
+/// Whether `outer` encloses `inner` in time, both seen by one agent (one clock): across
+/// agents, clock skew makes enclosure meaningless.
+fn covers(outer: &SpanMeta, inner: &SpanMeta) -> bool {
+    outer.agent == inner.agent && outer.start <= inner.start && inner.end <= outer.end
 }
 
 /// Traces over a set of spans: for each span (by index) its trace, parent, depth and order.
@@ -138,8 +134,8 @@ pub fn assemble(spans: &[SpanMeta], tol: &Tolerance) -> Assembly {
         }
         leaves.push(*hop.last().expect("sets are never empty"));
     }
-    adopt_calls(spans, tol, &hop_of, &mut parent);
-    attach_roots(spans, tol, &hop_of, &leaves, &mut parent);
+    adopt_calls(spans, &hop_of, &mut parent);
+    attach_roots(spans, &hop_of, &leaves, &mut parent);
     order(spans, &parent)
 }
 
@@ -157,7 +153,11 @@ fn network_sets(spans: &[SpanMeta], tol: &Tolerance) -> Vec<Vec<u32>> {
         }
     }
     // A response-only span joins the request-bearing spans with its response seq.
-    for s in spans.iter().enumerate().filter(|(_, s)| s.kind.has_request()) {
+    for s in spans
+        .iter()
+        .enumerate()
+        .filter(|(_, s)| s.kind.has_request())
+    {
         if let Some(v) = by_resp.get_mut(&s.1.resp_seq) {
             v.push(s.0 as u32);
         }
@@ -234,7 +234,7 @@ fn acyclic(parent: &[Option<u32>], c: u32, p: u32) -> bool {
 /// Process span sets: each server process span adopts the client calls of the same process
 /// that it encloses in time and that its thread's syscall trace ids chain to it, or that carry
 /// its X-Request-ID or trace id. Where several qualify, the latest-starting server span wins.
-fn adopt_calls(spans: &[SpanMeta], tol: &Tolerance, hop_of: &[u32], parent: &mut [Option<u32>]) {
+fn adopt_calls(spans: &[SpanMeta], hop_of: &[u32], parent: &mut [Option<u32>]) {
     // Client process spans that start their hop, by (agent, id) and by (agent, pid, tag, hash).
     let mut by_sys_req: Map<(i32, i64), Vec<u32>> = map();
     let mut by_sys_resp: Map<(i32, i64), Vec<u32>> = map();
@@ -248,7 +248,10 @@ fn adopt_calls(spans: &[SpanMeta], tol: &Tolerance, hop_of: &[u32], parent: &mut
             by_sys_req.entry((s.agent, s.sys_req)).or_default().push(i);
         }
         if s.sys_resp != 0 {
-            by_sys_resp.entry((s.agent, s.sys_resp)).or_default().push(i);
+            by_sys_resp
+                .entry((s.agent, s.sys_resp))
+                .or_default()
+                .push(i);
         }
         for (tag, h) in [(0, s.x0), (1, s.x1), (2, s.trace_id)] {
             if h != 0 {
@@ -259,11 +262,7 @@ fn adopt_calls(spans: &[SpanMeta], tol: &Tolerance, hop_of: &[u32], parent: &mut
     let mut best: Map<u32, u32> = map();
     let offer = |c: u32, sp: u32, best: &mut Map<u32, u32>| {
         let (cs, ss) = (&spans[c as usize], &spans[sp as usize]);
-        if cs.agent != ss.agent
-            || cs.pid != ss.pid
-            || hop_of[c as usize] == hop_of[sp as usize]
-            || !tol.covers(ss, cs)
-        {
+        if cs.pid != ss.pid || hop_of[c as usize] == hop_of[sp as usize] || !covers(ss, cs) {
             return false;
         }
         let e = best.entry(c).or_insert(sp);
@@ -283,11 +282,9 @@ fn adopt_calls(spans: &[SpanMeta], tol: &Tolerance, hop_of: &[u32], parent: &mut
                 let mut id = start;
                 let index = if forward { &by_sys_req } else { &by_sys_resp };
                 for _ in 0..spans.len() {
-                    let next = index.get(&(s.agent, id)).and_then(|v| {
-                        v.iter()
-                            .copied()
-                            .find(|&c| offer(c, sp, &mut best))
-                    });
+                    let next = index
+                        .get(&(s.agent, id))
+                        .and_then(|v| v.iter().copied().find(|&c| offer(c, sp, &mut best)));
                     let Some(c) = next else { break };
                     let cs = &spans[c as usize];
                     id = if forward { cs.sys_resp } else { cs.sys_req };
@@ -319,15 +316,9 @@ fn adopt_calls(spans: &[SpanMeta], tol: &Tolerance, hop_of: &[u32], parent: &mut
     }
 }
 
-/// Set roots still without a parent attach to the innermost enclosing hop leaf that shares an
-/// X-Request-ID with them or whose span id is their parent span id.
-fn attach_roots(
-    spans: &[SpanMeta],
-    tol: &Tolerance,
-    hop_of: &[u32],
-    leaves: &[u32],
-    parent: &mut [Option<u32>],
-) {
+/// Set roots still without a parent attach to the innermost enclosing hop leaf on the same
+/// agent that shares an X-Request-ID with them or whose span id is their parent span id.
+fn attach_roots(spans: &[SpanMeta], hop_of: &[u32], leaves: &[u32], parent: &mut [Option<u32>]) {
     let mut by_key: Map<u64, Vec<u32>> = map();
     for &l in leaves {
         let s = &spans[l as usize];
@@ -359,13 +350,12 @@ fn attach_roots(
                 if !linked
                     || hop_of[l as usize] == hop_of[c]
                     || ls.duration() < cs.duration()
-                    || !tol.covers(ls, cs)
+                    || !covers(ls, cs)
                 {
                     continue;
                 }
-                if found.is_none_or(|f| {
-                    (ls.duration(), l) < (spans[f as usize].duration(), f)
-                }) && acyclic(parent, c as u32, l)
+                if found.is_none_or(|f| (ls.duration(), l) < (spans[f as usize].duration(), f))
+                    && acyclic(parent, c as u32, l)
                 {
                     found = Some(l);
                 }

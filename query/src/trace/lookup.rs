@@ -27,7 +27,7 @@ pub const MAX_ROUNDS: usize = 30;
 
 /// Rounds spent walking sibling calls without the trace growing before giving up (a client
 /// thread's calls chain by syscall id without any server span above them).
-const SIBLING_STEPS: usize = 6;
+const SIBLING_STEPS: usize = 4;
 
 /// Spans read for assembly: their rows and their decoded keys, in the same order.
 #[derive(Debug)]
@@ -39,7 +39,10 @@ pub struct Spans {
 }
 
 fn ts(us: i64) -> Expr {
-    lit(ScalarValue::TimestampMicrosecond(Some(us), Some("UTC".into())))
+    lit(ScalarValue::TimestampMicrosecond(
+        Some(us),
+        Some("UTC".into()),
+    ))
 }
 
 fn between(from_us: i64, to_us: i64) -> Expr {
@@ -147,7 +150,11 @@ pub async fn expand(
             tracing::warn!(rounds = MAX_ROUNDS, "trace lookup stopped expanding");
             break;
         }
-        idle = if picked.len() > last_picked { 0 } else { idle + 1 };
+        idle = if picked.len() > last_picked {
+            0
+        } else {
+            idle + 1
+        };
         last_picked = picked.len();
         let mut keys = Keys::default();
         for &i in &picked {
@@ -291,7 +298,11 @@ impl Keys {
 
     /// `req_tcp_seq IN (…) OR resp_tcp_seq IN (…) OR …`, or None when there is nothing new.
     fn filter(&self) -> Option<Expr> {
-        fn within<T: Clone>(column: &str, values: &HashSet<T>, lit_of: fn(T) -> Expr) -> Option<Expr> {
+        fn within<T: Clone>(
+            column: &str,
+            values: &HashSet<T>,
+            lit_of: fn(T) -> Expr,
+        ) -> Option<Expr> {
             (!values.is_empty()).then(|| {
                 let mut v: Vec<Expr> = values.iter().cloned().map(lit_of).collect();
                 if v.len() == 1 {
@@ -321,5 +332,9 @@ impl Keys {
 
 /// The names of `l7_flow_log`'s columns.
 pub fn all_columns() -> Vec<String> {
-    l7_flow_log_schema().fields().iter().map(|f| f.name().clone()).collect()
+    l7_flow_log_schema()
+        .fields()
+        .iter()
+        .map(|f| f.name().clone())
+        .collect()
 }

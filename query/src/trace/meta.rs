@@ -5,9 +5,7 @@ use std::hash::{BuildHasher, Hash, Hasher};
 
 use arrow::{
     array::{Array, AsArray, RecordBatch},
-    datatypes::{
-        DataType, Int32Type, Int64Type, TimeUnit, TimestampMicrosecondType, UInt32Type,
-    },
+    datatypes::{DataType, Int32Type, Int64Type, TimeUnit, TimestampMicrosecondType, UInt32Type},
 };
 use datafusion::error::{DataFusionError, Result};
 
@@ -327,11 +325,15 @@ impl Columns<'_> {
             }
             DataType::Int64 => {
                 let v = a.as_primitive::<Int64Type>();
-                (0..n).map(|i| hash_opt(v.is_valid(i).then(|| v.value(i)))).collect()
+                (0..n)
+                    .map(|i| hash_opt(v.is_valid(i).then(|| v.value(i))))
+                    .collect()
             }
             DataType::Int32 => {
                 let v = a.as_primitive::<Int32Type>();
-                (0..n).map(|i| hash_opt(v.is_valid(i).then(|| v.value(i)))).collect()
+                (0..n)
+                    .map(|i| hash_opt(v.is_valid(i).then(|| v.value(i))))
+                    .collect()
             }
             dt => return Err(Self::mismatch(name, dt)),
         };
@@ -346,7 +348,13 @@ fn zero_nulls<T: arrow::datatypes::ArrowPrimitiveType>(
         a.values().to_vec()
     } else {
         (0..a.len())
-            .map(|i| if a.is_valid(i) { a.value(i) } else { T::Native::default() })
+            .map(|i| {
+                if a.is_valid(i) {
+                    a.value(i)
+                } else {
+                    T::Native::default()
+                }
+            })
             .collect()
     }
 }

@@ -5,8 +5,8 @@ use std::{fmt, sync::Arc};
 
 use arrow::{
     array::{
-        Array, ArrayRef, AsArray, Float64Array, Int32Array, Int64Array, RecordBatch,
-        StringArray, UInt32Array,
+        Array, ArrayRef, AsArray, Float64Array, Int32Array, Int64Array, RecordBatch, StringArray,
+        UInt32Array,
     },
     compute::take,
     datatypes::{DataType, Field, Schema, SchemaRef},
@@ -240,7 +240,11 @@ fn output_schema(function: Function) -> SchemaRef {
         .collect();
     fields.extend(TRACE_COLUMNS.iter().map(|(n, t, null, doc)| {
         Field::new(*n, t.clone(), *null).with_metadata(
-            [(wiretrace_storage::schema::DOC_KEY.to_string(), doc.to_string())].into(),
+            [(
+                wiretrace_storage::schema::DOC_KEY.to_string(),
+                doc.to_string(),
+            )]
+            .into(),
         )
     }));
     Arc::new(Schema::new(fields))
@@ -284,7 +288,9 @@ impl TableProvider for TraceTable {
         let state = state
             .as_any()
             .downcast_ref::<SessionState>()
-            .ok_or_else(|| DataFusionError::Internal("trace functions need a SessionState".into()))?;
+            .ok_or_else(|| {
+                DataFusionError::Internal("trace functions need a SessionState".into())
+            })?;
         let ctx = lookup::lookup_context(state);
         let wanted: Vec<usize> = match projection {
             Some(p) => p.clone(),
@@ -293,7 +299,17 @@ impl TableProvider for TraceTable {
         let mut columns: Vec<String> = META_COLUMNS.iter().map(|c| c.to_string()).collect();
         let l7 = l7_flow_log_schema();
         let extra: &[&str] = if self.function == Function::TraceGrafana {
-            &["process_kname_0", "process_kname_1", "host", "capture_nic", "ip_0", "ip_1", "server_port", "signal_source", "observation_point"]
+            &[
+                "process_kname_0",
+                "process_kname_1",
+                "host",
+                "capture_nic",
+                "ip_0",
+                "ip_1",
+                "server_port",
+                "signal_source",
+                "observation_point",
+            ]
         } else {
             &[]
         };
@@ -436,7 +452,8 @@ fn grafana(spans: &Spans, assembly: &Assembly, picked: &[u32]) -> Result<RecordB
         start.push(m.start as f64 / 1000.0);
         duration.push(m.duration() as f64 / 1000.0);
     }
-    let [trace, span, parent, op, service, tags] = cols.map(|c| Arc::new(StringArray::from(c)) as ArrayRef);
+    let [trace, span, parent, op, service, tags] =
+        cols.map(|c| Arc::new(StringArray::from(c)) as ArrayRef);
     Ok(RecordBatch::try_new(
         output_schema(Function::TraceGrafana),
         vec![
