@@ -16,6 +16,7 @@ use tokio::sync::{mpsc, watch};
 use wiretrace_ingest::{
     Agent, AgentConfig, DEFAULT_RING_MIB, DEFAULT_SNAPLEN, IngestCounters, TableBatch,
     batch::SpanBatchBuilder,
+    generate::{GenConfig, Generator},
     capture::{CaptureRule, DEFAULT_RULES, NicRole},
     loader::ProbeOptions,
     pcap::read_pcap,
@@ -61,6 +62,21 @@ enum Command {
         /// Address of the Postgres wire server.
         #[arg(long, default_value = "127.0.0.1:5433", env = "WIRETRACE_LISTEN")]
         listen: String,
+    },
+    /// Write synthetic traces (sidecars, a VXLAN underlay, clock skew) to try queries and
+    /// benchmarks without capturing.
+    Generate {
+        #[command(flatten)]
+        store: StoreArgs,
+        /// How many traces.
+        #[arg(long, default_value_t = 10_000)]
+        traces: usize,
+        /// Seconds the traces are spread over, ending now.
+        #[arg(long, default_value_t = 60)]
+        spread_s: u64,
+        /// Random seed (the same seed writes the same spans).
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
     },
     /// Run one SQL statement over a data dir and print the result as a table.
     Query {
@@ -156,6 +172,12 @@ fn main() -> Result<()> {
                 what: IngestCommand::Pcap { store, role, files },
             } => ingest_pcap(store, role, &files),
             Command::Serve { store, listen } => serve(store, &listen).await,
+            Command::Generate {
+                store,
+                traces,
+                spread_s,
+                seed,
+            } => generate(store, traces, spread_s, seed),
             Command::Query { store, sql } => query(store, &sql).await,
         }
     })
@@ -242,6 +264,51 @@ async fn up(
     write_task.await.context("writer task")?;
     server_task.await.context("server task")??;
     Ok(())
+}
+
+/// Traces generated and written per chunk (bounds memory).
+const GENERATE_CHUNK: usize = 20_000;
+
+fn generate(store: StoreArgs, traces: usize, spread_s: u64, seed: u64) -> Result<()> {
+    let writers = TableWriters::open(&store.data_dir)?;
+    let spread_us = i64::try_from(spread_s.saturating_mul(1_000_000)).context("--spread-s")?;
+    let now_us = chrono_now_us();
+    let mut generator = Generator::new(GenConfig {
+        seed,
+        start_us: now_us - spread_us,
+        spread_us,
+        ..GenConfig::default()
+    });
+    let bar = ProgressBar::new(traces as u64).with_style(
+        ProgressStyle::with_template("generating [{bar:30}] {pos}/{len} traces ({per_sec}, {eta})")?
+            .progress_chars("=> "),
+    );
+    let started = Instant::now();
+    let (mut spans, mut files) = (0usize, 0usize);
+    let mut left = traces;
+    while left > 0 {
+        let n = left.min(GENERATE_CHUNK);
+        let chunk = generator.traces(n, traces);
+        let written = writers.write(schema::L7_FLOW_LOG, &chunk.batches)?;
+        spans += written.rows;
+        files += written.files.len();
+        left -= n;
+        bar.inc(n as u64);
+    }
+    bar.finish_and_clear();
+    let secs = started.elapsed().as_secs_f64();
+    println!(
+        "{traces} traces: {spans} spans in {files} files under {} ({:.0} spans/s)",
+        store.data_dir.display(),
+        spans as f64 / secs.max(1e-9)
+    );
+    Ok(())
+}
+
+fn chrono_now_us() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_micros() as i64)
 }
 
 fn ingest_pcap(store: StoreArgs, role: NicRole, files: &[PathBuf]) -> Result<()> {

@@ -105,8 +105,8 @@ fn constant(session: &dyn Session, expr: &Expr) -> Result<ScalarValue> {
 }
 
 fn int_arg(v: &ScalarValue, what: &str, usage: &str) -> Result<i64> {
-    match v.cast_to(&DataType::Int64)? {
-        ScalarValue::Int64(Some(i)) => Ok(i),
+    match v.cast_to(&DataType::Int64) {
+        Ok(ScalarValue::Int64(Some(i))) => Ok(i),
         _ => plan_err!("{what} must be an integer, as in {usage}"),
     }
 }
