@@ -16,8 +16,8 @@ use tokio::sync::{mpsc, watch};
 use wiretrace_ingest::{
     Agent, AgentConfig, DEFAULT_RING_MIB, DEFAULT_SNAPLEN, IngestCounters, TableBatch,
     batch::SpanBatchBuilder,
-    generate::{GenConfig, Generator},
     capture::{CaptureRule, DEFAULT_RULES, NicRole},
+    generate::{GenConfig, Generator},
     loader::ProbeOptions,
     pcap::read_pcap,
 };
@@ -280,8 +280,10 @@ fn generate(store: StoreArgs, traces: usize, spread_s: u64, seed: u64) -> Result
         ..GenConfig::default()
     });
     let bar = ProgressBar::new(traces as u64).with_style(
-        ProgressStyle::with_template("generating [{bar:30}] {pos}/{len} traces ({per_sec}, {eta})")?
-            .progress_chars("=> "),
+        ProgressStyle::with_template(
+            "generating [{bar:30}] {pos}/{len} traces ({per_sec}, {eta})",
+        )?
+        .progress_chars("=> "),
     );
     let started = Instant::now();
     let (mut spans, mut files) = (0usize, 0usize);

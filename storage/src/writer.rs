@@ -43,6 +43,10 @@ pub const LOOKUP_KEY_COLUMNS: &[&str] = &[
 /// Rows per Parquet row group: the unit a key lookup reads or skips.
 pub(crate) const ROW_GROUP_ROWS: usize = 64 * 1024;
 
+/// Rows per data page at most: a lookup that finds a row in a row group decodes one page of
+/// each column it reads, not the whole column.
+const PAGE_ROWS: usize = 8 * 1024;
+
 /// Writes batches of one table as hour-partitioned Parquet files under a data dir.
 #[derive(Debug)]
 pub struct PartitionedWriter {
@@ -75,7 +79,8 @@ impl PartitionedWriter {
                 }
             })?))
             .set_statistics_enabled(EnabledStatistics::Page)
-            .set_max_row_group_row_count(Some(ROW_GROUP_ROWS));
+            .set_max_row_group_row_count(Some(ROW_GROUP_ROWS))
+            .set_data_page_row_count_limit(PAGE_ROWS);
         for key in LOOKUP_KEY_COLUMNS {
             if schema.index_of(key).is_ok() {
                 // Sized by the parquet crate for a row group's rows.

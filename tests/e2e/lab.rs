@@ -117,6 +117,18 @@ impl Lab {
 }
 
 impl Lab {
+    /// Starts fixtures/chain_server.py in lab namespace `short`, listening on `bind`:`port` and
+    /// calling `downstream` (a URL, or `-` for none) for each request.
+    pub(crate) fn chain_server(&mut self, short: &str, bind: &str, port: u16, downstream: &str) {
+        let mut cmd = self.exec(short, "python3");
+        cmd.arg(crate::support::fixture("chain_server.py"))
+            .args([&port.to_string(), downstream, bind])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        self.procs
+            .push(ChildGuard::spawn(cmd, "chain_server.py in the lab"));
+    }
+
     /// GETs `path` from pod B's `port` with curl in pod A (plus `extra` curl options); true on
     /// a 2xx answer.
     pub(crate) fn curl_from_pod_a(&self, port: u16, path: &str, extra: &[&str]) -> bool {

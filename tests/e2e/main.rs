@@ -10,3 +10,4 @@ mod pcap_ingest;
 mod sql_examples;
 mod sql_server;
 mod support;
+mod trace_live;

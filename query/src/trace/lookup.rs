@@ -2,15 +2,15 @@
 //! expansion from seed spans (`trace`, `trace_by`), each round one pruned lookup over
 //! `l7_flow_log` (bloom filters on the key columns, row-group statistics on time).
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 
 use arrow::{
-    array::{RecordBatch, UInt32Array},
+    array::{AsArray, RecordBatch, UInt32Array},
     compute::{concat_batches, take_record_batch},
 };
 use datafusion::{
     common::ScalarValue,
-    error::Result,
+    error::{DataFusionError, Result},
     execution::SessionState,
     logical_expr::{Expr, col, lit},
     prelude::{DataFrame, SessionContext},
@@ -19,7 +19,7 @@ use wiretrace_storage::schema::{L7_FLOW_LOG, l7_flow_log_schema};
 
 use super::{
     assemble::{Assembly, Tolerance, assemble},
-    meta::{Point, SpanMeta},
+    meta::{META_COLUMNS, Point, SpanMeta},
 };
 
 /// Expansion rounds before a lookup stops growing the trace.
@@ -60,25 +60,36 @@ pub fn lookup_context(state: &SessionState) -> SessionContext {
     SessionContext::new_with_state(state)
 }
 
-async fn read(ctx: &SessionContext, filter: Expr, columns: &[String]) -> Result<RecordBatch> {
-    let df: DataFrame = ctx
-        .table(L7_FLOW_LOG)
-        .await?
-        .filter(filter)?
-        .select_columns(&columns.iter().map(String::as_str).collect::<Vec<_>>())?;
+/// The rows matching any of `filters`, each filter one scan: Parquet bloom filters prune row
+/// groups only for a single column's values, never for an OR across columns.
+async fn read(ctx: &SessionContext, filters: Vec<Expr>, columns: &[String]) -> Result<RecordBatch> {
+    let names: Vec<&str> = columns.iter().map(String::as_str).collect();
+    let mut df: Option<DataFrame> = None;
+    for f in filters {
+        let scan = ctx
+            .table(L7_FLOW_LOG)
+            .await?
+            .filter(f)?
+            .select_columns(&names)?;
+        df = Some(match df {
+            Some(d) => d.union(scan)?,
+            None => scan,
+        });
+    }
+    let df = df.ok_or_else(|| DataFusionError::Internal("a lookup without a filter".into()))?;
     let schema = df.schema().as_arrow().clone();
     let batches = df.collect().await?;
     Ok(concat_batches(&schema.into(), &batches)?)
 }
 
-/// Every span starting in `[from_us, to_us]`.
+/// Every span starting in `[from_us, to_us]` (`columns` must include [`META_COLUMNS`]).
 pub async fn window(
     ctx: &SessionContext,
     from_us: i64,
     to_us: i64,
     columns: &[String],
 ) -> Result<Spans> {
-    let rows = read(ctx, between(from_us, to_us), columns).await?;
+    let rows = read(ctx, vec![between(from_us, to_us)], columns).await?;
     let meta = SpanMeta::from_batch(&rows)?;
     Ok(Spans { rows, meta })
 }
@@ -94,16 +105,77 @@ pub enum Seed {
     TraceId(String),
 }
 
+/// Spans of whole traces in output order (trace by trace, depth first), with each span's place
+/// in its tree.
+#[derive(Debug)]
+pub struct Traced {
+    /// The rows, with the columns asked for.
+    pub rows: RecordBatch,
+    /// Keys and times per row.
+    pub meta: Vec<SpanMeta>,
+    /// Per row: `_id` of its trace's first root.
+    pub trace_uid: Vec<i64>,
+    /// Per row: `_id` of its parent.
+    pub parent_id: Vec<Option<i64>>,
+    /// Per row: distance from its root.
+    pub depth: Vec<u32>,
+    /// Per row: position in its trace.
+    pub order: Vec<u32>,
+    /// The filters of the lookups made, in order (the seed's first); empty for a window.
+    pub lookups: Vec<Expr>,
+}
+
+impl Traced {
+    /// The `picked` spans of `spans` (indexes in output order) with their assembly; `rows`
+    /// holds the picked spans' full rows in the same order.
+    fn new(meta: &[SpanMeta], a: &Assembly, picked: &[u32], rows: RecordBatch) -> Self {
+        let at = |i: &u32| *i as usize;
+        Self {
+            rows,
+            meta: picked.iter().map(|i| meta[at(i)].clone()).collect(),
+            trace_uid: picked.iter().map(|i| a.trace_uid[at(i)]).collect(),
+            parent_id: picked
+                .iter()
+                .map(|i| a.parent[at(i)].map(|p| meta[p as usize].id))
+                .collect(),
+            depth: picked.iter().map(|i| a.depth[at(i)]).collect(),
+            order: picked.iter().map(|i| a.order[at(i)]).collect(),
+            lookups: Vec::new(),
+        }
+    }
+}
+
+/// Every span starting in `[from_us, to_us]`, assembled.
+pub async fn traces(
+    ctx: &SessionContext,
+    from_us: i64,
+    to_us: i64,
+    tol: &Tolerance,
+    columns: &[String],
+) -> Result<Traced> {
+    let mut all: Vec<String> = META_COLUMNS.iter().map(|c| c.to_string()).collect();
+    all.extend(
+        columns
+            .iter()
+            .filter(|c| !all.contains(c))
+            .cloned()
+            .collect::<Vec<_>>(),
+    );
+    let spans = window(ctx, from_us, to_us, &all).await?;
+    let a = assemble(&spans.meta, tol);
+    let rows = take_record_batch(&spans.rows, &UInt32Array::from(a.sequence.clone()))?;
+    Ok(Traced::new(&spans.meta, &a, &a.sequence, rows))
+}
+
 /// The traces holding the seed spans, found by expanding keys round by round inside
-/// `window_us` either side of the seeds. Returns the rows read and their assembly restricted
-/// to those traces (as row indexes in output order).
+/// `window_us` either side of the seeds.
 pub async fn expand(
     ctx: &SessionContext,
     seed: Seed,
     window_us: i64,
     tol: &Tolerance,
     columns: &[String],
-) -> Result<(Spans, Assembly, Vec<u32>)> {
+) -> Result<Traced> {
     let seed_filter = match &seed {
         // `_id` holds its span's start second: prune by time first.
         Seed::Id(id) => {
@@ -117,12 +189,18 @@ pub async fn expand(
             .or(col("x_request_id_1").eq(lit(x.clone()))),
         Seed::TraceId(t) => col("trace_id").eq(lit(t.clone())),
     };
-    let mut rows = vec![read(ctx, seed_filter, columns).await?];
-    let mut meta = SpanMeta::from_batch(&rows[0])?;
-    let mut strings = StringKeys::all(&rows[0]);
+    // Rounds read only what assembly needs; the rows asked for are read once at the end.
+    let keys_only: Vec<String> = META_COLUMNS.iter().map(|c| c.to_string()).collect();
+    let mut lookups = vec![seed_filter.clone()];
+    let first = read(ctx, vec![seed_filter], &keys_only).await?;
+    let mut meta = SpanMeta::from_batch(&first)?;
+    let mut strings = StringKeys::all(&first);
     let seeds: Vec<i64> = meta.iter().map(|m| m.id).collect();
     let Some(from) = meta.iter().map(|m| m.start).min() else {
-        return Ok((empty(&rows[0]), Assembly::default(), Vec::new()));
+        let rows = read(ctx, vec![lit(false)], columns).await?;
+        let mut t = Traced::new(&[], &Assembly::default(), &[], rows);
+        t.lookups = lookups;
+        return Ok(t);
     };
     let to = meta.iter().map(|m| m.end).max().unwrap_or(from);
     let (from, to) = (from - window_us, to + window_us);
@@ -172,8 +250,17 @@ pub async fn expand(
             }
         }
         keys.remove_used(&mut used);
-        let Some(filter) = keys.filter() else { break };
-        let batch = read(ctx, filter.and(between(from, to)), columns).await?;
+        let filters: Vec<Expr> = keys
+            .filters()
+            .into_iter()
+            .map(|f| f.and(between(from, to)))
+            .collect();
+        if filters.is_empty() {
+            break;
+        }
+        lookups.extend(filters.iter().cloned());
+        let batch = read(ctx, filters, &keys_only).await?;
+        tracing::debug!(round, rows = batch.num_rows(), "trace lookup round");
         let new_meta = SpanMeta::from_batch(&batch)?;
         let fresh: Vec<u32> = (0..new_meta.len() as u32)
             .filter(|&i| seen.insert(new_meta[i as usize].id))
@@ -184,11 +271,31 @@ pub async fn expand(
         let batch = take_record_batch(&batch, &UInt32Array::from(fresh.clone()))?;
         strings.extend(StringKeys::all(&batch));
         meta.extend(fresh.iter().map(|&i| new_meta[i as usize].clone()));
-        rows.push(batch);
     }
-    let schema = rows[0].schema();
-    let rows = concat_batches(&schema, &rows)?;
-    Ok((Spans { rows, meta }, assembly, picked))
+    // The whole rows of the trace: its ids within its time span (time prunes to a page or two).
+    let ids: Vec<Expr> = picked.iter().map(|&i| lit(meta[i as usize].id)).collect();
+    let starts = picked.iter().map(|&i| meta[i as usize].start);
+    let (lo, hi) = (starts.clone().min().unwrap_or(0), starts.max().unwrap_or(0));
+    let filter = col("_id").in_list(ids, false).and(between(lo, hi));
+    lookups.push(filter.clone());
+    let full = read(ctx, vec![filter], columns).await?;
+    let ids = full
+        .column_by_name("_id")
+        .and_then(|c| c.as_primitive_opt::<arrow::datatypes::Int64Type>())
+        .ok_or_else(|| DataFusionError::Internal("_id was not read".into()))?;
+    let row_of: HashMap<i64, u32> = (0..ids.len()).map(|r| (ids.value(r), r as u32)).collect();
+    let order: Vec<u32> = picked
+        .iter()
+        .map(|&i| {
+            row_of.get(&meta[i as usize].id).copied().ok_or_else(|| {
+                DataFusionError::Execution(format!("span {} vanished", meta[i as usize].id))
+            })
+        })
+        .collect::<Result<_>>()?;
+    let rows = take_record_batch(&full, &UInt32Array::from(order))?;
+    let mut t = Traced::new(&meta, &assembly, &picked, rows);
+    t.lookups = lookups;
+    Ok(t)
 }
 
 /// Client calls not (yet) in the trace that a parentless call of it chains to by syscall ids
@@ -219,13 +326,6 @@ fn siblings(meta: &[SpanMeta], assembly: &Assembly, picked: &[u32]) -> Vec<u32> 
         }
     }
     found.into_iter().collect()
-}
-
-fn empty(batch: &RecordBatch) -> Spans {
-    Spans {
-        rows: batch.slice(0, 0),
-        meta: Vec::new(),
-    }
 }
 
 /// String-valued keys of one row.
@@ -296,8 +396,8 @@ impl Keys {
         split(&mut self.trace_id, &mut used.trace_id);
     }
 
-    /// `req_tcp_seq IN (…) OR resp_tcp_seq IN (…) OR …`, or None when there is nothing new.
-    fn filter(&self) -> Option<Expr> {
+    /// `req_tcp_seq IN (…)`, `resp_tcp_seq IN (…)`, …: one filter per key column with values.
+    fn filters(&self) -> Vec<Expr> {
         fn within<T: Clone>(
             column: &str,
             values: &HashSet<T>,
@@ -326,7 +426,7 @@ impl Keys {
         ]
         .into_iter()
         .flatten()
-        .reduce(Expr::or)
+        .collect()
     }
 }
 

@@ -207,16 +207,15 @@ impl SpanMeta {
             "request_id",
             "response_code",
             "response_exception",
-            "x_request_id_0",
-            "x_request_id_1",
         ];
+        let (x0, x1, trace_id, span_id, parent_span_id) =
+            (x0?, x1?, trace_id?, span_id?, parent_span_id?);
         let mut fields = Vec::with_capacity(CONFLICT_FIELDS);
         for n in conflict_names {
             fields.push(c.hashes(n)?);
         }
-        let (x0, x1, trace_id, span_id, parent_span_id) =
-            (x0?, x1?, trace_id?, span_id?, parent_span_id?);
-        let get = |a: &[i64], i| a[i];
+        fields.push(x0.clone());
+        fields.push(x1.clone());
         Ok((0..batch.num_rows())
             .map(|i| {
                 let point = Point::parse(points.value(i));
@@ -235,8 +234,8 @@ impl SpanMeta {
                     pid,
                     req_seq: req_seq[i],
                     resp_seq: resp_seq[i],
-                    sys_req: get(&sys_req, i),
-                    sys_resp: get(&sys_resp, i),
+                    sys_req: sys_req[i],
+                    sys_resp: sys_resp[i],
                     x0: x0[i],
                     x1: x1[i],
                     trace_id: trace_id[i],

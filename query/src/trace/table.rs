@@ -6,9 +6,7 @@ use std::{fmt, sync::Arc};
 use arrow::{
     array::{
         Array, ArrayRef, AsArray, Float64Array, Int32Array, Int64Array, RecordBatch, StringArray,
-        UInt32Array,
     },
-    compute::take,
     datatypes::{DataType, Field, Schema, SchemaRef},
 };
 use async_trait::async_trait;
@@ -24,9 +22,8 @@ use datafusion::{
 use wiretrace_storage::schema::l7_flow_log_schema;
 
 use super::{
-    assemble::{Assembly, Tolerance},
-    lookup::{self, Seed, Spans},
-    meta::META_COLUMNS,
+    assemble::Tolerance,
+    lookup::{self, Seed, Traced},
 };
 
 /// Default time searched either side of a trace's seed spans, seconds.
@@ -296,7 +293,7 @@ impl TableProvider for TraceTable {
             Some(p) => p.clone(),
             None => (0..self.schema.fields().len()).collect(),
         };
-        let mut columns: Vec<String> = META_COLUMNS.iter().map(|c| c.to_string()).collect();
+        let mut columns: Vec<String> = vec!["_id".to_string()];
         let l7 = l7_flow_log_schema();
         let extra: &[&str] = if self.function == Function::TraceGrafana {
             &[
@@ -322,12 +319,9 @@ impl TableProvider for TraceTable {
                 columns.push(name.to_string());
             }
         }
-        let (spans, assembly, picked) = match &self.request {
+        let traced = match &self.request {
             Request::Window { from_us, to_us } => {
-                let spans = lookup::window(&ctx, *from_us, *to_us, &columns).await?;
-                let assembly = super::assemble::assemble(&spans.meta, &self.tolerance);
-                let picked = assembly.sequence.clone();
-                (spans, assembly, picked)
+                lookup::traces(&ctx, *from_us, *to_us, &self.tolerance, &columns).await?
             }
             Request::Lookup { seed, window_us } => {
                 lookup::expand(&ctx, seed.clone(), *window_us, &self.tolerance, &columns).await?
@@ -335,9 +329,9 @@ impl TableProvider for TraceTable {
         };
         let schema = Arc::new(self.schema.project(&wanted)?);
         let batch = if self.function == Function::TraceGrafana {
-            grafana(&spans, &assembly, &picked)?.project(&wanted)?
+            grafana(&traced)?.project(&wanted)?
         } else {
-            traced(&schema, &spans, &assembly, &picked)?
+            with_tree_columns(&schema, &traced)?
         };
         let exec: Arc<dyn ExecutionPlan> =
             MemorySourceConfig::try_new_exec(&[vec![batch]], schema, None)?;
@@ -345,51 +339,37 @@ impl TableProvider for TraceTable {
     }
 }
 
-/// The picked rows in output order with the assembly's columns.
-fn traced(
-    schema: &SchemaRef,
-    spans: &Spans,
-    assembly: &Assembly,
-    picked: &[u32],
-) -> Result<RecordBatch> {
-    let idx = UInt32Array::from(picked.to_vec());
-    let ids = |i: u32| spans.meta[i as usize].id;
+/// The traced rows with the tree columns, as `schema` (a projection of the output) asks.
+fn with_tree_columns(schema: &SchemaRef, t: &Traced) -> Result<RecordBatch> {
     let columns = schema
         .fields()
         .iter()
         .map(|f| -> Result<ArrayRef> {
             Ok(match f.name().as_str() {
-                "trace_uid" => Arc::new(Int64Array::from_iter_values(
-                    picked.iter().map(|&i| assembly.trace_uid[i as usize]),
-                )),
-                "parent_id" => Arc::new(Int64Array::from_iter(
-                    picked.iter().map(|&i| assembly.parent[i as usize].map(ids)),
-                )),
+                "trace_uid" => Arc::new(Int64Array::from(t.trace_uid.clone())),
+                "parent_id" => Arc::new(Int64Array::from(t.parent_id.clone())),
                 "depth" => Arc::new(Int32Array::from_iter_values(
-                    picked.iter().map(|&i| assembly.depth[i as usize] as i32),
+                    t.depth.iter().map(|&d| d as i32),
                 )),
                 "span_order" => Arc::new(Int32Array::from_iter_values(
-                    picked.iter().map(|&i| assembly.order[i as usize] as i32),
+                    t.order.iter().map(|&o| o as i32),
                 )),
-                name => {
-                    let c = spans.rows.column_by_name(name).ok_or_else(|| {
-                        DataFusionError::Internal(format!("column {name} was not read"))
-                    })?;
-                    take(c, &idx, None)?
-                }
+                name => Arc::clone(t.rows.column_by_name(name).ok_or_else(|| {
+                    DataFusionError::Internal(format!("column {name} was not read"))
+                })?),
             })
         })
         .collect::<Result<Vec<_>>>()?;
     Ok(RecordBatch::try_new_with_options(
         Arc::clone(schema),
         columns,
-        &arrow::array::RecordBatchOptions::new().with_row_count(Some(picked.len())),
+        &arrow::array::RecordBatchOptions::new().with_row_count(Some(t.meta.len())),
     )?)
 }
 
-/// The picked rows as Grafana's Traces panel wants them.
-fn grafana(spans: &Spans, assembly: &Assembly, picked: &[u32]) -> Result<RecordBatch> {
-    let rows = &spans.rows;
+/// The traced rows as Grafana's Traces panel wants them.
+fn grafana(t: &Traced) -> Result<RecordBatch> {
+    let rows = &t.rows;
     let text = |name: &str| -> Result<&StringArray> {
         rows.column_by_name(name)
             .and_then(|c| c.as_string_opt::<i32>())
@@ -415,12 +395,10 @@ fn grafana(spans: &Spans, assembly: &Assembly, picked: &[u32]) -> Result<RecordB
     let hex = |v: i64| format!("{v:016x}");
     let mut cols: [Vec<Option<String>>; 6] = Default::default();
     let (mut start, mut duration) = (Vec::new(), Vec::new());
-    for &p in picked {
-        let i = p as usize;
-        let m = &spans.meta[i];
-        cols[0].push(Some(hex(assembly.trace_uid[i])));
+    for (i, m) in t.meta.iter().enumerate() {
+        cols[0].push(Some(hex(t.trace_uid[i])));
         cols[1].push(Some(hex(m.id)));
-        cols[2].push(assembly.parent[i].map(|q| hex(spans.meta[q as usize].id)));
+        cols[2].push(t.parent_id[i].map(hex));
         cols[3].push(Some(
             [opt(method, i), opt(resource, i)]
                 .into_iter()
