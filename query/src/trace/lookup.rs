@@ -19,7 +19,7 @@ use wiretrace_storage::schema::{L7_FLOW_LOG, l7_flow_log_schema};
 
 use super::{
     assemble::{Assembly, Tolerance, assemble},
-    meta::{META_COLUMNS, Point, SpanMeta},
+    meta::{Point, SpanMeta, meta_columns},
 };
 
 /// Expansion rounds before a lookup stops growing the trace.
@@ -82,7 +82,7 @@ async fn read(ctx: &SessionContext, filters: Vec<Expr>, columns: &[String]) -> R
     Ok(concat_batches(&schema.into(), &batches)?)
 }
 
-/// Every span starting in `[from_us, to_us]` (`columns` must include [`META_COLUMNS`]).
+/// Every span starting in `[from_us, to_us]` (`columns` must include [`meta_columns`]).
 pub async fn window(
     ctx: &SessionContext,
     from_us: i64,
@@ -153,7 +153,7 @@ pub async fn traces(
     tol: &Tolerance,
     columns: &[String],
 ) -> Result<Traced> {
-    let mut all: Vec<String> = META_COLUMNS.iter().map(|c| c.to_string()).collect();
+    let mut all = meta_columns();
     all.extend(
         columns
             .iter()
@@ -190,7 +190,7 @@ pub async fn expand(
         Seed::TraceId(t) => col("trace_id").eq(lit(t.clone())),
     };
     // Rounds read only what assembly needs; the rows asked for are read once at the end.
-    let keys_only: Vec<String> = META_COLUMNS.iter().map(|c| c.to_string()).collect();
+    let keys_only = meta_columns();
     let mut lookups = vec![seed_filter.clone()];
     let first = read(ctx, vec![seed_filter], &keys_only).await?;
     let mut meta = SpanMeta::from_batch(&first)?;

@@ -5,12 +5,15 @@ use std::hash::{BuildHasher, Hash, Hasher};
 
 use arrow::{
     array::{Array, AsArray, RecordBatch},
-    datatypes::{DataType, Int32Type, Int64Type, TimeUnit, TimestampMicrosecondType, UInt32Type},
+    datatypes::{
+        ArrowPrimitiveType, DataType, Int32Type, Int64Type, TimestampMicrosecondType, UInt32Type,
+    },
 };
 use datafusion::error::{DataFusionError, Result};
+use wiretrace_storage::LOOKUP_KEY_COLUMNS;
 
-/// Columns [`SpanMeta::from_batch`] reads.
-pub const META_COLUMNS: &[&str] = &[
+/// Columns [`SpanMeta::from_batch`] reads besides the lookup keys.
+const OWN_COLUMNS: &[&str] = &[
     "_id",
     "start_time",
     "end_time",
@@ -30,16 +33,18 @@ pub const META_COLUMNS: &[&str] = &[
     "request_id",
     "response_code",
     "response_exception",
-    "req_tcp_seq",
-    "resp_tcp_seq",
-    "syscall_trace_id_request",
-    "syscall_trace_id_response",
-    "x_request_id_0",
-    "x_request_id_1",
-    "trace_id",
     "span_id",
     "parent_span_id",
 ];
+
+/// Every column [`SpanMeta::from_batch`] reads: its own and the trace lookup keys.
+pub fn meta_columns() -> Vec<String> {
+    OWN_COLUMNS
+        .iter()
+        .chain(LOOKUP_KEY_COLUMNS)
+        .map(|c| c.to_string())
+        .collect()
+}
 
 /// Where a span was seen, in path order from the client process to the server process.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -172,19 +177,19 @@ impl SpanMeta {
             .any(|(a, b)| *a != 0 && *b != 0 && a != b)
     }
 
-    /// Decodes every row of `batch` (which must hold [`META_COLUMNS`]).
+    /// Decodes every row of `batch` (which must hold [`meta_columns`]).
     pub fn from_batch(batch: &RecordBatch) -> Result<Vec<Self>> {
         let c = Columns { batch };
-        let ids = c.i64s("_id")?;
-        let starts = c.times("start_time")?;
-        let ends = c.times("end_time")?;
-        let agents = c.i32s("agent_id")?;
-        let pid0 = c.i64s("process_id_0")?;
-        let pid1 = c.i64s("process_id_1")?;
-        let req_seq = c.u32s("req_tcp_seq")?;
-        let resp_seq = c.u32s("resp_tcp_seq")?;
-        let sys_req = c.i64s("syscall_trace_id_request")?;
-        let sys_resp = c.i64s("syscall_trace_id_response")?;
+        let ids = c.values::<Int64Type>("_id")?;
+        let starts = c.values::<TimestampMicrosecondType>("start_time")?;
+        let ends = c.values::<TimestampMicrosecondType>("end_time")?;
+        let agents = c.values::<Int32Type>("agent_id")?;
+        let pid0 = c.values::<Int64Type>("process_id_0")?;
+        let pid1 = c.values::<Int64Type>("process_id_1")?;
+        let req_seq = c.values::<UInt32Type>("req_tcp_seq")?;
+        let resp_seq = c.values::<UInt32Type>("resp_tcp_seq")?;
+        let sys_req = c.values::<Int64Type>("syscall_trace_id_request")?;
+        let sys_resp = c.values::<Int64Type>("syscall_trace_id_response")?;
         let points = c.strs("observation_point")?;
         let kinds = c.strs("type")?;
         let [x0, x1, trace_id, span_id, parent_span_id] = [
@@ -265,38 +270,13 @@ impl Columns<'_> {
         DataFusionError::Internal(format!("column {name} has unexpected type {dt}"))
     }
 
-    fn i64s(&self, name: &str) -> Result<Vec<i64>> {
+    /// A primitive column (any timestamp unit check is the caller's type choice).
+    fn values<T: ArrowPrimitiveType>(&self, name: &str) -> Result<Vec<T::Native>> {
         let a = self.column(name)?;
         let a = a
-            .as_primitive_opt::<Int64Type>()
+            .as_primitive_opt::<T>()
             .ok_or_else(|| Self::mismatch(name, a.data_type()))?;
         Ok(zero_nulls(a))
-    }
-
-    fn i32s(&self, name: &str) -> Result<Vec<i32>> {
-        let a = self.column(name)?;
-        let a = a
-            .as_primitive_opt::<Int32Type>()
-            .ok_or_else(|| Self::mismatch(name, a.data_type()))?;
-        Ok(zero_nulls(a))
-    }
-
-    fn u32s(&self, name: &str) -> Result<Vec<u32>> {
-        let a = self.column(name)?;
-        let a = a
-            .as_primitive_opt::<UInt32Type>()
-            .ok_or_else(|| Self::mismatch(name, a.data_type()))?;
-        Ok(zero_nulls(a))
-    }
-
-    fn times(&self, name: &str) -> Result<Vec<i64>> {
-        let a = self.column(name)?;
-        match a.data_type() {
-            DataType::Timestamp(TimeUnit::Microsecond, _) => {
-                Ok(zero_nulls(a.as_primitive::<TimestampMicrosecondType>()))
-            }
-            dt => Err(Self::mismatch(name, dt)),
-        }
     }
 
     fn strs(&self, name: &str) -> Result<&arrow::array::StringArray> {
@@ -340,9 +320,7 @@ impl Columns<'_> {
     }
 }
 
-fn zero_nulls<T: arrow::datatypes::ArrowPrimitiveType>(
-    a: &arrow::array::PrimitiveArray<T>,
-) -> Vec<T::Native> {
+fn zero_nulls<T: ArrowPrimitiveType>(a: &arrow::array::PrimitiveArray<T>) -> Vec<T::Native> {
     if a.null_count() == 0 {
         a.values().to_vec()
     } else {
