@@ -190,4 +190,52 @@ async fn sql_trace_functions_recover_true_trees_from_parquet() {
             &found,
         );
     }
+
+    // trace_grafana(): the same tree in Grafana's columns (hex ids).
+    let seed = &g.truth[g.truth.len() / 2];
+    let sql = format!(
+        "SELECT \"spanID\", \"parentSpanID\" FROM trace_grafana({})",
+        seed.id
+    );
+    let rows = ctx.sql(&sql).await.unwrap().collect().await.unwrap();
+    let hex = |v: i64| format!("{v:016x}");
+    let want: HashMap<String, Option<String>> = members[&seed.trace]
+        .iter()
+        .map(|t| (hex(t.id), t.parent.map(hex)))
+        .collect();
+    let mut got = HashMap::new();
+    for b in &rows {
+        let (span, parent) = (
+            b.column(0).as_string::<i32>(),
+            b.column(1).as_string::<i32>(),
+        );
+        for i in 0..b.num_rows() {
+            let p = (!arrow::array::Array::is_null(parent, i)).then(|| parent.value(i).to_string());
+            got.insert(span.value(i).to_string(), p);
+        }
+    }
+    assert_eq!(got, want);
+
+    // trace_by(): every span carrying an X-Request-ID, within whole, right traces.
+    let x = ctx
+        .sql("SELECT x_request_id_0 FROM l7_flow_log WHERE x_request_id_0 IS NOT NULL LIMIT 1")
+        .await
+        .unwrap()
+        .collect()
+        .await
+        .unwrap();
+    let x = x[0].column(0).as_string::<i32>().value(0).to_string();
+    let sql = format!(
+        "SELECT _id, trace_uid, parent_id, x_request_id_0 FROM trace_by('x_request_id', '{x}')"
+    );
+    let rows = ctx.sql(&sql).await.unwrap().collect().await.unwrap();
+    let found = found_from_rows(&rows);
+    let traces: std::collections::HashSet<i64> = found.values().map(|f| f.0).collect();
+    let want: Vec<Truth> = traces
+        .iter()
+        .flat_map(|t| members[t].iter().map(|m| **m))
+        .collect();
+    assert!(!want.is_empty());
+    assert_eq!(found.len(), want.len());
+    assert_exact(&want, &found);
 }

@@ -176,23 +176,26 @@ pub async fn expand(
     tol: &Tolerance,
     columns: &[String],
 ) -> Result<Traced> {
-    let seed_filter = match &seed {
+    let seed_filters = match &seed {
         // `_id` holds its span's start second: prune by time first.
         Seed::Id(id) => {
             let sec = id >> 32;
-            col("_id")
-                .eq(lit(*id))
-                .and(between(sec * 1_000_000, sec * 1_000_000 + 999_999))
+            vec![
+                col("_id")
+                    .eq(lit(*id))
+                    .and(between(sec * 1_000_000, sec * 1_000_000 + 999_999)),
+            ]
         }
-        Seed::XRequestId(x) => col("x_request_id_0")
-            .eq(lit(x.clone()))
-            .or(col("x_request_id_1").eq(lit(x.clone()))),
-        Seed::TraceId(t) => col("trace_id").eq(lit(t.clone())),
+        Seed::XRequestId(x) => vec![
+            col("x_request_id_0").eq(lit(x.clone())),
+            col("x_request_id_1").eq(lit(x.clone())),
+        ],
+        Seed::TraceId(t) => vec![col("trace_id").eq(lit(t.clone()))],
     };
     // Rounds read only what assembly needs; the rows asked for are read once at the end.
     let keys_only = meta_columns();
-    let mut lookups = vec![seed_filter.clone()];
-    let first = read(ctx, vec![seed_filter], &keys_only).await?;
+    let mut lookups = seed_filters.clone();
+    let first = read(ctx, seed_filters, &keys_only).await?;
     let mut meta = SpanMeta::from_batch(&first)?;
     let mut strings = StringKeys::all(&first);
     let seeds: Vec<i64> = meta.iter().map(|m| m.id).collect();

@@ -297,13 +297,15 @@ impl TableProvider for TraceTable {
         let l7 = l7_flow_log_schema();
         let extra: &[&str] = if self.function == Function::TraceGrafana {
             &[
+                "request_type",
+                "request_resource",
+                "response_code",
                 "process_kname_0",
                 "process_kname_1",
                 "host",
                 "capture_nic",
                 "ip_0",
                 "ip_1",
-                "server_port",
                 "signal_source",
                 "observation_point",
             ]
