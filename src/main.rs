@@ -272,7 +272,7 @@ const GENERATE_CHUNK: usize = 20_000;
 fn generate(store: StoreArgs, traces: usize, spread_s: u64, seed: u64) -> Result<()> {
     let writers = TableWriters::open(&store.data_dir)?;
     let spread_us = i64::try_from(spread_s.saturating_mul(1_000_000)).context("--spread-s")?;
-    let now_us = chrono_now_us();
+    let now_us = unix_now_us();
     let mut generator = Generator::new(GenConfig {
         seed,
         start_us: now_us - spread_us,
@@ -307,7 +307,7 @@ fn generate(store: StoreArgs, traces: usize, spread_s: u64, seed: u64) -> Result
     Ok(())
 }
 
-fn chrono_now_us() -> i64 {
+fn unix_now_us() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_micros() as i64)

@@ -12,7 +12,7 @@ use arrow::{
 use datafusion::error::{DataFusionError, Result};
 use wiretrace_storage::LOOKUP_KEY_COLUMNS;
 
-/// Columns [`SpanMeta::from_batch`] reads besides the lookup keys.
+/// Columns [`SpanMeta::from_batch`] reads besides the lookup keys and conflict fields.
 const OWN_COLUMNS: &[&str] = &[
     "_id",
     "start_time",
@@ -22,6 +22,13 @@ const OWN_COLUMNS: &[&str] = &[
     "agent_id",
     "process_id_0",
     "process_id_1",
+    "span_id",
+    "parent_span_id",
+];
+
+/// Columns in which two views of one hop must agree where both are set (with the two
+/// X-Request-IDs, which are lookup keys as well).
+const CONFLICT_COLUMNS: [&str; 11] = [
     "client_port",
     "protocol",
     "l7_protocol",
@@ -33,14 +40,13 @@ const OWN_COLUMNS: &[&str] = &[
     "request_id",
     "response_code",
     "response_exception",
-    "span_id",
-    "parent_span_id",
 ];
 
 /// Every column [`SpanMeta::from_batch`] reads: its own and the trace lookup keys.
 pub fn meta_columns() -> Vec<String> {
     OWN_COLUMNS
         .iter()
+        .chain(&CONFLICT_COLUMNS)
         .chain(LOOKUP_KEY_COLUMNS)
         .map(|c| c.to_string())
         .collect()
@@ -122,7 +128,7 @@ impl Kind {
 }
 
 /// Fields compared for conflicts: two spans of one hop never differ where both are set.
-pub const CONFLICT_FIELDS: usize = 13;
+pub const CONFLICT_FIELDS: usize = CONFLICT_COLUMNS.len() + 2;
 
 /// One span as trace assembly sees it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -200,23 +206,10 @@ impl SpanMeta {
             "parent_span_id",
         ]
         .map(|n| c.hashes(n));
-        let conflict_names = [
-            "client_port",
-            "protocol",
-            "l7_protocol",
-            "version",
-            "request_type",
-            "request_domain",
-            "request_resource",
-            "endpoint",
-            "request_id",
-            "response_code",
-            "response_exception",
-        ];
         let (x0, x1, trace_id, span_id, parent_span_id) =
             (x0?, x1?, trace_id?, span_id?, parent_span_id?);
         let mut fields = Vec::with_capacity(CONFLICT_FIELDS);
-        for n in conflict_names {
+        for n in CONFLICT_COLUMNS {
             fields.push(c.hashes(n)?);
         }
         fields.push(x0.clone());
