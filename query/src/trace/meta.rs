@@ -286,13 +286,7 @@ impl Columns<'_> {
             DataType::Utf8 => {
                 let s = a.as_string::<i32>();
                 (0..n)
-                    .map(|i| {
-                        if s.is_null(i) || s.value(i).is_empty() {
-                            0
-                        } else {
-                            hash_str(s.value(i))
-                        }
-                    })
+                    .map(|i| hash_opt(s.is_valid(i).then(|| s.value(i)).filter(|v| !v.is_empty())))
                     .collect()
             }
             DataType::Int64 => {
@@ -333,13 +327,7 @@ fn hasher() -> impl Hasher {
     foldhash::quality::FixedState::with_seed(0x7769_7265_7472_6163).build_hasher()
 }
 
-/// A string's hash, never 0.
-pub fn hash_str(s: &str) -> u64 {
-    let mut h = hasher();
-    s.hash(&mut h);
-    h.finish().max(1)
-}
-
+/// A value's hash, never 0; 0 for no value.
 fn hash_opt<T: Hash>(v: Option<T>) -> u64 {
     v.map_or(0, |v| {
         let mut h = hasher();

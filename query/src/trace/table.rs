@@ -89,9 +89,8 @@ enum Request {
 fn constant(session: &dyn Session, expr: &Expr) -> Result<ScalarValue> {
     let schema = DFSchema::empty();
     let simplified = session.create_physical_expr(expr.clone(), &schema)?;
-    let batch = RecordBatch::new_empty(Arc::new(Schema::empty()));
     let batch = RecordBatch::try_new_with_options(
-        batch.schema(),
+        Arc::new(Schema::empty()),
         vec![],
         &arrow::array::RecordBatchOptions::new().with_row_count(Some(1)),
     )?;
