@@ -1,4 +1,4 @@
-//! Live packet capture under load (root only): the two-node lab of scripts/lab.sh, a minimal
+//! Live packet capture under load (root only): the two-node lab of lab/netns.sh, a minimal
 //! HTTP/1.1 responder in pod B, keep-alive clients in pod A sending requests back to back for a
 //! few seconds across the VXLAN tunnel, and wiretrace's capture threads on the lab's four
 //! interfaces (both pod veths, both node NICs). Reports the request rate the lab sustained, the
@@ -32,12 +32,12 @@ const SERVER: &str = "10.244.2.2:8080";
 const RESPONSE: &[u8] = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok";
 
 fn lab(action: &str) {
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../scripts/lab.sh");
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../lab/netns.sh");
     let ok = Command::new(script)
         .args([action, PREFIX])
         .status()
         .is_ok_and(|s| s.success());
-    assert!(ok, "scripts/lab.sh {action} failed");
+    assert!(ok, "lab/netns.sh {action} failed");
 }
 
 /// Answers every request head on every connection with `RESPONSE`, until `stop`.

@@ -1,4 +1,4 @@
-//! The two-node lab of scripts/lab.sh: nodes `n1` and `n2` joined by a VXLAN tunnel (VNI 42,
+//! The two-node lab of lab/netns.sh: nodes `n1` and `n2` joined by a VXLAN tunnel (VNI 42,
 //! UDP 4789) over a veth underlay (`eth0` in each node, 192.168.77.0/24), and one pod per node
 //! (`pa` on n1 at 10.244.1.2, `pb` on n2 at 10.244.2.2) behind a veth whose host end is `vpa` /
 //! `vpb`. Every address lives inside namespaces the lab created; nothing routes out. Dropping
@@ -26,12 +26,12 @@ pub(crate) struct Lab {
     procs: Vec<ChildGuard>,
 }
 
-/// Runs scripts/lab.sh `action` for `prefix`.
+/// Runs lab/netns.sh `action` for `prefix`.
 fn lab_script(action: &str, prefix: &str) -> std::process::Output {
-    Command::new(concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/lab.sh"))
+    Command::new(concat!(env!("CARGO_MANIFEST_DIR"), "/lab/netns.sh"))
         .args([action, prefix])
         .output()
-        .expect("running scripts/lab.sh")
+        .expect("running lab/netns.sh")
 }
 
 impl Lab {
@@ -50,7 +50,7 @@ impl Lab {
         ]
     }
 
-    /// Builds the lab (scripts/lab.sh) under namespace names starting with `wt<tag><pid>`.
+    /// Builds the lab (lab/netns.sh) under namespace names starting with `wt<tag><pid>`.
     pub(crate) fn new(tag: &str) -> Self {
         let prefix = Self::prefix_for(tag);
         let out = lab_script("up", &prefix);
@@ -60,7 +60,7 @@ impl Lab {
         };
         assert!(
             out.status.success(),
-            "scripts/lab.sh up failed: {}",
+            "lab/netns.sh up failed: {}",
             String::from_utf8_lossy(&out.stderr)
         );
         lab
