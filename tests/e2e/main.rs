@@ -2,6 +2,7 @@
 //! clients (python3, curl, psql) on loopback and in network namespaces the tests build, and
 //! capture files the tests write.
 
+mod bookinfo;
 mod cli;
 mod http_capture;
 mod lab;

@@ -233,7 +233,8 @@ fn acyclic(parent: &[Option<u32>], c: u32, p: u32) -> bool {
 
 /// Process span sets: each server process span adopts the client calls of the same process
 /// that it encloses in time and that its thread's syscall trace ids chain to it, or that carry
-/// its X-Request-ID or trace id. Where several qualify, the latest-starting server span wins.
+/// its X-Request-ID or trace id. Where several qualify, a shared header beats the chain, then the
+/// latest-starting server span wins.
 fn adopt_calls(spans: &[SpanMeta], hop_of: &[u32], parent: &mut [Option<u32>]) {
     // Client process spans that start their hop, by (agent, id) and by (agent, pid, tag, hash).
     let mut by_sys_req: Map<(i32, i64), Vec<u32>> = map();
@@ -259,16 +260,18 @@ fn adopt_calls(spans: &[SpanMeta], hop_of: &[u32], parent: &mut [Option<u32>]) {
             }
         }
     }
-    let mut best: Map<u32, u32> = map();
-    let offer = |c: u32, sp: u32, best: &mut Map<u32, u32>| {
+    // Per call, the best claim so far: (shares a header with the server span, its start, its
+    // index). A shared X-Request-ID or trace id outranks the syscall chain, which an event-loop
+    // proxy interleaving requests on one thread can make cross from one request to another.
+    let mut best: Map<u32, (bool, i64, u32)> = map();
+    let offer = |c: u32, sp: u32, by_header: bool, best: &mut Map<u32, (bool, i64, u32)>| {
         let (cs, ss) = (&spans[c as usize], &spans[sp as usize]);
         if cs.pid != ss.pid || hop_of[c as usize] == hop_of[sp as usize] || !covers(ss, cs) {
             return false;
         }
-        let e = best.entry(c).or_insert(sp);
-        if (spans[*e as usize].start, *e) < (ss.start, sp) {
-            *e = sp;
-        }
+        let claim = (by_header, ss.start, sp);
+        let e = best.entry(c).or_insert(claim);
+        *e = (*e).max(claim);
         true
     };
     for (sp, s) in spans.iter().enumerate() {
@@ -284,7 +287,7 @@ fn adopt_calls(spans: &[SpanMeta], hop_of: &[u32], parent: &mut [Option<u32>]) {
                 for _ in 0..spans.len() {
                     let next = index
                         .get(&(s.agent, id))
-                        .and_then(|v| v.iter().copied().find(|&c| offer(c, sp, &mut best)));
+                        .and_then(|v| v.iter().copied().find(|&c| offer(c, sp, false, &mut best)));
                     let Some(c) = next else { break };
                     let cs = &spans[c as usize];
                     id = if forward { cs.sys_resp } else { cs.sys_req };
@@ -302,12 +305,12 @@ fn adopt_calls(spans: &[SpanMeta], hop_of: &[u32], parent: &mut [Option<u32>]) {
             }
             if let Some(v) = by_tag.get(&(s.agent, s.pid, tag, h)) {
                 for &c in v {
-                    offer(c, sp, &mut best);
+                    offer(c, sp, true, &mut best);
                 }
             }
         }
     }
-    let mut adopted: Vec<(u32, u32)> = best.into_iter().collect();
+    let mut adopted: Vec<(u32, u32)> = best.into_iter().map(|(c, (_, _, sp))| (c, sp)).collect();
     adopted.sort_unstable();
     for (c, sp) in adopted {
         if parent[c as usize].is_none() && acyclic(parent, c, sp) {
