@@ -3,6 +3,7 @@
 # already there.
 #   scripts/setup.sh          everything for building, running and testing
 #   scripts/setup.sh --run    only what `wiretrace up` needs (nothing beyond cargo today)
+#   scripts/setup.sh --lab    only what the Bookinfo lab needs (`wiretrace demo bookinfo`)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -15,14 +16,22 @@ sudo_if() { if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi; }
 LLVM=22
 apt_pkgs=()
 command -v curl >/dev/null || apt_pkgs+=(curl)
-command -v psql >/dev/null || apt_pkgs+=(postgresql-client)
 command -v ip >/dev/null || apt_pkgs+=(iproute2)
-[ -x /usr/lib/llvm-$LLVM/bin/llvm-config ] || apt_pkgs+=(llvm-$LLVM-dev)
+# The Bookinfo lab (lab/bookinfo): its apps' runtimes and the sidecar proxy.
+command -v ruby >/dev/null || apt_pkgs+=(ruby)
+command -v nginx >/dev/null || apt_pkgs+=(nginx-light)
+command -v node >/dev/null || apt_pkgs+=(nodejs)
+command -v javac >/dev/null || apt_pkgs+=(default-jdk-headless) # `java X.java` needs the compiler
+if [ "$mode" != --lab ]; then
+    command -v psql >/dev/null || apt_pkgs+=(postgresql-client)
+    [ -x /usr/lib/llvm-$LLVM/bin/llvm-config ] || apt_pkgs+=(llvm-$LLVM-dev)
+fi
 if [ ${#apt_pkgs[@]} -gt 0 ]; then
     log "apt-get install ${apt_pkgs[*]}"
     sudo_if apt-get update -qq
     sudo_if env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${apt_pkgs[@]}" >/dev/null
 fi
+[ "$mode" = --lab ] && exit 0
 
 # The eBPF toolchain: nightly rust-src (build-std for bpfel-unknown-none) and bpf-linker built
 # against Debian's LLVM (bpf-linker's default LLVM is newer than Debian's).

@@ -1,5 +1,8 @@
 //! The `wiretrace` binary: parses the command line and wires the library crates together.
 
+mod demo;
+mod live;
+
 use std::{
     path::PathBuf,
     sync::{
@@ -12,16 +15,16 @@ use std::{
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
-use tokio::sync::{mpsc, watch};
 use wiretrace_ingest::{
-    Agent, AgentConfig, DEFAULT_RING_MIB, DEFAULT_SNAPLEN, IngestCounters, TableBatch,
+    DEFAULT_RING_MIB, DEFAULT_SNAPLEN, IngestCounters,
     batch::SpanBatchBuilder,
     capture::{CaptureRule, DEFAULT_RULES, NicRole},
     generate::{GenConfig, Generator},
-    loader::ProbeOptions,
     pcap::read_pcap,
 };
-use wiretrace_query::{SqlServer, StatsTable, output, session, session::register_stats};
+use wiretrace_query::{SqlServer, output, session};
+
+use crate::live::{Live, LiveConfig};
 use wiretrace_storage::{TableWriters, schema};
 
 /// Zero-code distributed tracing as an embedded columnar trace database.
@@ -78,6 +81,11 @@ enum Command {
         #[arg(long, default_value_t = 1)]
         seed: u64,
     },
+    /// Build a lab, capture it and show what wiretrace makes of it (root).
+    Demo {
+        #[command(subcommand)]
+        which: DemoCommand,
+    },
     /// Run one SQL statement over a data dir and print the result as a table.
     Query {
         #[command(flatten)]
@@ -85,6 +93,13 @@ enum Command {
         /// The SQL statement.
         sql: String,
     },
+}
+
+#[derive(Debug, Subcommand)]
+enum DemoCommand {
+    /// Istio's Bookinfo in Python, Ruby, Java and Node.js behind nginx sidecars on two nodes
+    /// joined by a VXLAN tunnel: one request becomes one 38-span trace.
+    Bookinfo(demo::BookinfoArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -179,6 +194,9 @@ fn main() -> Result<()> {
                 seed,
             } => generate(store, traces, spread_s, seed),
             Command::Query { store, sql } => query(store, &sql).await,
+            Command::Demo {
+                which: DemoCommand::Bookinfo(args),
+            } => demo::bookinfo(args).await,
         }
     })
 }
@@ -207,63 +225,31 @@ async fn up(
     flush_ms: u64,
     packets: &PacketArgs,
 ) -> Result<()> {
-    let agent = Agent::load(AgentConfig {
-        probe: ProbeOptions { payload_limit },
-        flush_interval: Duration::from_millis(flush_ms.max(10)),
-        capture_rules: packets.rules()?,
+    let live = Live::start(LiveConfig {
+        data_dir: &store.data_dir,
+        listen,
+        payload_limit,
+        flush_ms,
+        rules: packets.rules()?,
         snaplen: packets.snaplen,
         ring_mib: packets.ring_mib as usize,
-        ..AgentConfig::default()
     })
-    .context("cannot start capture (use `wiretrace serve` to query existing data without it)")?;
-    let counters = agent.counters();
-    let nics = agent.capture_points().len();
-    let ctx = session(&store.data_dir).await?;
-    register_stats(
-        &ctx,
-        "ingest_counters",
-        StatsTable::new(Arc::new(move || counters.snapshot())),
-    )?;
-    let server = SqlServer::bind(listen, Arc::new(ctx)).await?;
-    let addr = server.local_addr()?;
-
-    let writers = Arc::new(TableWriters::open(&store.data_dir)?);
-    let (tx, mut rx) = mpsc::channel::<TableBatch>(64);
-    let write_task = tokio::spawn(async move {
-        while let Some(TableBatch { table, batch }) = rx.recv().await {
-            let w = Arc::clone(&writers);
-            match tokio::task::spawn_blocking(move || w.write(table, &[batch])).await {
-                Ok(Ok(stats)) => tracing::debug!(table, rows = stats.rows, "rows written"),
-                Ok(Err(e)) => tracing::error!(table, error = %e, "writing rows failed"),
-                Err(e) => tracing::error!(error = %e, "writer task failed"),
-            }
-        }
-    });
-
-    let (stop_tx, stop_rx) = watch::channel(false);
-    let stopped = |mut rx: watch::Receiver<bool>| async move {
-        let _ = rx.wait_for(|s| *s).await;
-    };
-    let server_task = tokio::spawn(server.serve(stopped(stop_rx.clone())));
-    let agent_task = tokio::spawn(agent.run(tx, stopped(stop_rx)));
+    .await?;
     eprintln!(
-        "wiretrace up: capturing TCP traffic with eBPF{} into {}; SQL on {addr} (psql -h {} -p {} -c 'select * from l7_flow_log')",
-        if nics == 0 {
+        "wiretrace up: capturing TCP traffic with eBPF{} into {}; SQL on {} (psql -h {} -p {} -c 'select * from l7_flow_log')",
+        if live.nics == 0 {
             String::new()
         } else {
-            format!(" and packets on {nics} interfaces")
+            format!(" and packets on {} interfaces", live.nics)
         },
         store.data_dir.display(),
-        addr.ip(),
-        addr.port()
+        live.addr,
+        live.addr.ip(),
+        live.addr.port()
     );
     shutdown_signal().await;
     eprintln!("wiretrace up: stopping");
-    let _ = stop_tx.send(true);
-    agent_task.await.context("agent task")??;
-    write_task.await.context("writer task")?;
-    server_task.await.context("server task")??;
-    Ok(())
+    live.stop().await
 }
 
 /// Traces generated and written per chunk (bounds memory).

@@ -17,6 +17,7 @@ pub mod stats;
 pub mod trace;
 pub mod udf;
 
+pub use datafusion::prelude::SessionContext;
 pub use error::QueryError;
 pub use server::SqlServer;
 pub use session::session;
