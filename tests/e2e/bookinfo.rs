@@ -60,6 +60,9 @@ const REFERENCE: [(&str, &str, &str, u16, &str, usize); 38] = [
     ("ebpf", "s-p", "/ratings/0", 9081, "node", 37),
 ];
 
+/// The paths a Bookinfo request touches.
+const PATHS: [&str; 4] = ["/productpage", "/details/0", "/reviews/0", "/ratings/0"];
+
 /// Columns read per span: span_order, _id, parent_id, trace_uid, signal_source,
 /// observation_point, request_resource, server_port, process name or NIC.
 const COLUMNS: &str = "span_order, _id, parent_id, trace_uid, signal_source, observation_point, \
@@ -182,7 +185,8 @@ fn sql_now() -> String {
     format!("to_timestamp_micros({us})")
 }
 
-/// The traces that start in [from, to], each as its rows in span order.
+/// The traces that start in [from, to] and touch Bookinfo, each as its rows in span order (the
+/// host's other traffic — other tests run beside this one — is left out).
 fn traces_between(wt: &Wiretrace, from: &str, to: &str) -> BTreeMap<String, Vec<Vec<String>>> {
     let mut traces: BTreeMap<String, Vec<Vec<String>>> = BTreeMap::new();
     for r in wt.psql(&format!(
@@ -190,6 +194,7 @@ fn traces_between(wt: &Wiretrace, from: &str, to: &str) -> BTreeMap<String, Vec<
     )) {
         traces.entry(r[3].clone()).or_default().push(r);
     }
+    traces.retain(|_, rows| rows.iter().any(|r| PATHS.contains(&r[6].as_str())));
     traces
 }
 
@@ -200,7 +205,8 @@ fn wait_spans(wt: &Wiretrace, from: &str, n: usize) {
     loop {
         let got = wt.psql(&format!(
             "select count(*) from l7_flow_log where start_time >= {from} \
-             and request_resource in ('/productpage', '/details/0', '/reviews/0', '/ratings/0')"
+             and request_resource in ('{}')",
+            PATHS.join("', '")
         ))[0][0]
             .clone();
         if got == want || Instant::now() > deadline {

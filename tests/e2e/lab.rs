@@ -1,7 +1,7 @@
 //! The two-node lab of lab/netns.sh: nodes `n1` and `n2` joined by a VXLAN tunnel (VNI 42,
 //! UDP 4789) over a veth underlay (`eth0` in each node, 192.168.77.0/24), and one pod per node
-//! (`pa` on n1 at 10.244.1.2, `pb` on n2 at 10.244.2.2) behind a veth whose host end is `vpa` /
-//! `vpb`. Every address lives inside namespaces the lab created; nothing routes out. Dropping
+//! (`pa` on n1 at 10.244.1.2, `pb` on n2 at 10.244.2.2) behind a veth whose host end is `vppa` /
+//! `vppb` (on the node's bridge `cni0`). Every address lives inside namespaces the lab created; nothing routes out. Dropping
 //! the lab ends the processes it started (by pid) and deletes its namespaces.
 
 use std::process::{Command, Stdio};

@@ -63,10 +63,10 @@ fn one_request_across_a_vxlan_tunnel_is_six_spans_with_equal_seqs() {
     let (n1, n2) = (lab.ns("n1"), lab.ns("n2"));
     let first = &by_point["c-p"];
     for (point, nic, netns, tunnelled) in [
-        ("c", "vpa", n1.as_str(), false),
+        ("c", "vppa", n1.as_str(), false),
         ("c-nd", "eth0", n1.as_str(), true),
         ("s-nd", "eth0", n2.as_str(), true),
-        ("s", "vpb", n2.as_str(), false),
+        ("s", "vppb", n2.as_str(), false),
     ] {
         let r = by_point[point];
         assert_eq!(r["signal_source"], "packet");
@@ -133,9 +133,9 @@ fn one_request_across_a_vxlan_tunnel_is_six_spans_with_equal_seqs() {
         got,
         [
             ["eth0", "node", POD_A, POD_B, "fin", "vxlan", "t", "t"],
-            ["vpa", "pod", POD_A, POD_B, "fin", "", "t", "t"],
+            ["vppa", "pod", POD_A, POD_B, "fin", "", "t", "t"],
             ["eth0", "node", POD_A, POD_B, "fin", "vxlan", "t", "t"],
-            ["vpb", "pod", POD_A, POD_B, "fin", "", "t", "t"],
+            ["vppb", "pod", POD_A, POD_B, "fin", "", "t", "t"],
         ]
     );
     assert_eq!(wt.counter("packet_drops"), 0);
