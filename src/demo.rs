@@ -13,7 +13,7 @@ use std::{
 use anyhow::{Context, Result, bail};
 use indicatif::ProgressBar;
 use wiretrace_ingest::capture::CaptureRule;
-use wiretrace_query::{SessionContext, output};
+use wiretrace_query::{Access, SessionContext, output};
 
 use crate::live::{Live, LiveConfig};
 
@@ -54,7 +54,7 @@ pub(crate) struct BookinfoArgs {
     /// Remove a lab left by --keep or an interrupted demo, and exit.
     #[arg(long, conflicts_with = "keep")]
     down: bool,
-    /// Address of the Postgres wire server.
+    /// Address of the Postgres wire server (loopback: the demo sets no passwords).
     #[arg(long, default_value = "127.0.0.1:5433", env = "WIRETRACE_LISTEN")]
     listen: String,
     /// Where the demo's spans are stored.
@@ -89,6 +89,7 @@ pub(crate) async fn bookinfo(args: BookinfoArgs) -> Result<()> {
     let live = Live::start(LiveConfig {
         data_dir: &args.data_dir,
         listen: &args.listen,
+        access: Access::default(),
         payload_limit: 1024,
         flush_ms: 200,
         rules: vec![

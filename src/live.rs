@@ -12,7 +12,7 @@ use wiretrace_ingest::{
     Agent, AgentConfig, IngestError, TableBatch, capture::CaptureRule, loader::ProbeOptions,
 };
 use wiretrace_query::{
-    QueryError, SessionContext, SqlServer, StatsTable, session, session::register_stats,
+    Access, QueryError, SessionContext, SqlServer, StatsTable, session, session::register_stats,
 };
 use wiretrace_storage::TableWriters;
 
@@ -22,6 +22,8 @@ pub(crate) struct LiveConfig<'a> {
     pub(crate) data_dir: &'a Path,
     /// Address of the Postgres wire server.
     pub(crate) listen: &'a str,
+    /// Who may connect to it.
+    pub(crate) access: Access,
     /// Payload bytes copied per socket syscall.
     pub(crate) payload_limit: u32,
     /// How often captured spans are written to Parquet (ms).
@@ -73,7 +75,7 @@ impl Live {
             StatsTable::new(Arc::new(move || counters.snapshot())),
         )?;
         let ctx = Arc::new(ctx);
-        let server = SqlServer::bind(cfg.listen, Arc::clone(&ctx)).await?;
+        let server = SqlServer::bind(cfg.listen, Arc::clone(&ctx), cfg.access).await?;
         let addr = server.local_addr()?;
 
         let writers = Arc::new(TableWriters::open(cfg.data_dir)?);

@@ -22,7 +22,7 @@ use wiretrace_ingest::{
     generate::{GenConfig, Generator},
     pcap::read_pcap,
 };
-use wiretrace_query::{SqlServer, output, session};
+use wiretrace_query::{Access, SqlServer, Users, output, session};
 
 use crate::live::{Live, LiveConfig};
 use wiretrace_storage::{TableWriters, schema};
@@ -41,9 +41,8 @@ enum Command {
     Up {
         #[command(flatten)]
         store: StoreArgs,
-        /// Address of the Postgres wire server.
-        #[arg(long, default_value = "127.0.0.1:5433", env = "WIRETRACE_LISTEN")]
-        listen: String,
+        #[command(flatten)]
+        server: ServerArgs,
         /// Payload bytes copied per socket syscall (1..=4095).
         #[arg(long, default_value_t = 1024)]
         payload_limit: u32,
@@ -62,9 +61,8 @@ enum Command {
     Serve {
         #[command(flatten)]
         store: StoreArgs,
-        /// Address of the Postgres wire server.
-        #[arg(long, default_value = "127.0.0.1:5433", env = "WIRETRACE_LISTEN")]
-        listen: String,
+        #[command(flatten)]
+        server: ServerArgs,
     },
     /// Write synthetic traces (sidecars, a VXLAN underlay, clock skew) to try queries and
     /// benchmarks without capturing.
@@ -155,6 +153,46 @@ impl PacketArgs {
 }
 
 #[derive(Debug, clap::Args)]
+struct ServerArgs {
+    /// Address of the Postgres wire server. Any address but loopback needs passwords.
+    #[arg(long, default_value = "127.0.0.1:5433", env = "WIRETRACE_LISTEN")]
+    listen: String,
+    /// Users who log in with a password (SCRAM-SHA-256): a file of `name:password` lines.
+    /// Without users (and without WIRETRACE_PASSWORD) only loopback is served, without
+    /// passwords.
+    #[arg(long, value_name = "FILE", env = "WIRETRACE_USERS_FILE")]
+    users: Option<PathBuf>,
+    /// With users configured, let loopback clients in without a password.
+    #[arg(long)]
+    trust_loopback: bool,
+    /// Offer TLS with this PEM certificate chain (needs --tls-key).
+    #[arg(long, value_name = "FILE", requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// The PEM private key for --tls-cert.
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+}
+
+impl ServerArgs {
+    /// The access rules these options (and WIRETRACE_USER / WIRETRACE_PASSWORD) describe.
+    fn access(&self) -> Result<Access> {
+        let mut users = match &self.users {
+            Some(path) => Users::from_file(path)?,
+            None => Users::default(),
+        };
+        if let Ok(password) = std::env::var("WIRETRACE_PASSWORD") {
+            let name = std::env::var("WIRETRACE_USER").unwrap_or_else(|_| "wiretrace".into());
+            users.insert(&name, &password);
+        }
+        let access = Access::new(users, self.trust_loopback);
+        Ok(match (&self.tls_cert, &self.tls_key) {
+            (Some(cert), Some(key)) => access.with_tls(cert, key)?,
+            _ => access,
+        })
+    }
+}
+
+#[derive(Debug, clap::Args)]
 struct StoreArgs {
     /// Where spans are stored (Parquet, partitioned by hour).
     #[arg(long, default_value = "./wiretrace-data", env = "WIRETRACE_DATA_DIR")]
@@ -178,15 +216,15 @@ fn main() -> Result<()> {
         match cli.command {
             Command::Up {
                 store,
-                listen,
+                server,
                 payload_limit,
                 flush_ms,
                 packets,
-            } => up(store, &listen, payload_limit, flush_ms, &packets).await,
+            } => up(store, &server, payload_limit, flush_ms, &packets).await,
             Command::Ingest {
                 what: IngestCommand::Pcap { store, role, files },
             } => ingest_pcap(store, role, &files),
-            Command::Serve { store, listen } => serve(store, &listen).await,
+            Command::Serve { store, server } => serve(store, &server).await,
             Command::Generate {
                 store,
                 traces,
@@ -220,14 +258,15 @@ async fn shutdown_signal() {
 
 async fn up(
     store: StoreArgs,
-    listen: &str,
+    server: &ServerArgs,
     payload_limit: u32,
     flush_ms: u64,
     packets: &PacketArgs,
 ) -> Result<()> {
     let live = Live::start(LiveConfig {
         data_dir: &store.data_dir,
-        listen,
+        listen: &server.listen,
+        access: server.access()?,
         payload_limit,
         flush_ms,
         rules: packets.rules()?,
@@ -379,9 +418,9 @@ fn ingest_pcap(store: StoreArgs, role: NicRole, files: &[PathBuf]) -> Result<()>
     Ok(())
 }
 
-async fn serve(store: StoreArgs, listen: &str) -> Result<()> {
+async fn serve(store: StoreArgs, args: &ServerArgs) -> Result<()> {
     let ctx = session(&store.data_dir).await?;
-    let server = SqlServer::bind(listen, Arc::new(ctx)).await?;
+    let server = SqlServer::bind(&args.listen, Arc::new(ctx), args.access()?).await?;
     eprintln!(
         "wiretrace serve: SQL over {} on {}",
         store.data_dir.display(),

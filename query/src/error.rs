@@ -18,4 +18,8 @@ pub enum QueryError {
         #[source]
         source: std::io::Error,
     },
+    /// The server's access settings are unusable (users file, TLS files, an exposed address
+    /// without passwords).
+    #[error("{0}")]
+    Access(String),
 }

@@ -5,8 +5,9 @@
 //! live counters as a table; `server` is the pgwire accept loop; `guard` refuses
 //! queries nested deep enough to exhaust a stack; `readonly`
 //! refuses every statement that could write; `output` runs one statement and renders it for
-//! a terminal.
+//! a terminal; `access` admits clients (SCRAM passwords, loopback trust, TLS).
 
+pub mod access;
 mod error;
 pub mod guard;
 pub mod output;
@@ -17,6 +18,7 @@ pub mod stats;
 pub mod trace;
 pub mod udf;
 
+pub use access::{Access, Users};
 pub use datafusion::prelude::SessionContext;
 pub use error::QueryError;
 pub use server::SqlServer;

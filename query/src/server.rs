@@ -13,7 +13,7 @@ use datafusion_postgres::{
     pgwire::{
         api::{
             ClientInfo, ClientPortalStore, ConnectionManager, PgWireServerHandlers, Type,
-            auth::{StartupHandler, noop::NoopStartupHandler},
+            auth::StartupHandler,
             cancel::{CancelHandler, DefaultCancelHandler},
             portal::{Format, Portal},
             query::{ExtendedQueryHandler, SimpleQueryHandler},
@@ -29,22 +29,10 @@ use datafusion_postgres::{
 use futures::Sink;
 use tokio::{net::TcpListener, sync::Semaphore};
 
-use crate::{error::QueryError, guard, readonly::ReadOnlyHook};
+use crate::{access::Access, error::QueryError, guard, readonly::ReadOnlyHook};
 
 /// Most connections served at once; more wait for a slot.
 pub const MAX_CONNECTIONS: usize = 256;
-
-/// Startup without authentication (loopback default); issues cancel keys.
-#[derive(Debug)]
-struct TrustStartup {
-    connections: Arc<ConnectionManager>,
-}
-
-impl NoopStartupHandler for TrustStartup {
-    fn connection_manager(&self) -> Option<Arc<ConnectionManager>> {
-        Some(Arc::clone(&self.connections))
-    }
-}
 
 /// Simple-protocol queries, checked by [`guard::check_complexity`] before DataFusion sees them.
 struct GuardedSimple {
@@ -146,7 +134,8 @@ impl ExtendedQueryHandler for GuardedExtended {
 struct Handlers {
     simple: Arc<GuardedSimple>,
     extended: Arc<GuardedExtended>,
-    startup: Arc<TrustStartup>,
+    access: Access,
+    connections: Arc<ConnectionManager>,
     cancel: Arc<DefaultCancelHandler>,
 }
 
@@ -159,8 +148,9 @@ impl PgWireServerHandlers for Handlers {
         Arc::clone(&self.extended)
     }
 
+    /// A fresh handler per connection: SCRAM keeps its state in it.
     fn startup_handler(&self) -> Arc<impl StartupHandler> {
-        Arc::clone(&self.startup)
+        Arc::new(self.access.startup(&self.connections))
     }
 
     fn cancel_handler(&self) -> Arc<impl CancelHandler> {
@@ -172,6 +162,7 @@ impl PgWireServerHandlers for Handlers {
 pub struct SqlServer {
     listener: TcpListener,
     ctx: Arc<SessionContext>,
+    access: Access,
 }
 
 impl std::fmt::Debug for SqlServer {
@@ -183,15 +174,25 @@ impl std::fmt::Debug for SqlServer {
 }
 
 impl SqlServer {
-    /// Binds `addr` for `ctx`.
-    pub async fn bind(addr: &str, ctx: Arc<SessionContext>) -> Result<Self, QueryError> {
+    /// Binds `addr` for `ctx`, admitting clients as `access` says (which must allow `addr`).
+    pub async fn bind(
+        addr: &str,
+        ctx: Arc<SessionContext>,
+        access: Access,
+    ) -> Result<Self, QueryError> {
         let listener = TcpListener::bind(addr)
             .await
             .map_err(|source| QueryError::Io {
                 op: format!("binding {addr}"),
                 source,
             })?;
-        Ok(Self { listener, ctx })
+        let server = Self {
+            listener,
+            ctx,
+            access,
+        };
+        server.access.check_listen(server.local_addr()?)?;
+        Ok(server)
     }
 
     /// The bound address.
@@ -224,9 +225,8 @@ impl SqlServer {
                 }),
                 inner: session,
             }),
-            startup: Arc::new(TrustStartup {
-                connections: Arc::clone(&connections),
-            }),
+            access: self.access.clone(),
+            connections: Arc::clone(&connections),
             cancel: Arc::new(DefaultCancelHandler::new(connections)),
         });
         let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
@@ -250,8 +250,9 @@ impl SqlServer {
                 () = &mut shutdown => return Ok(()),
             };
             let handlers = Arc::clone(&handlers);
+            let tls = self.access.tls();
             tokio::spawn(async move {
-                if let Err(e) = process_socket(socket, None, handlers).await {
+                if let Err(e) = process_socket(socket, tls, handlers).await {
                     tracing::debug!(%peer, error = %e, "connection ended with an error");
                 }
                 drop(permit);
