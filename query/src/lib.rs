@@ -4,12 +4,14 @@
 //! `udf/` holds wiretrace's scalar functions (`decap`, `inner_tcp_seq`); `stats` exposes
 //! live counters as a table; `server` is the pgwire accept loop; `guard` refuses
 //! queries nested deep enough to exhaust a stack; `readonly`
-//! refuses every statement that could write; `output` runs one statement and renders it for
+//! refuses every statement that could write; `noop` answers pool resets (DISCARD ALL, …); `output` runs one statement and renders it for
 //! a terminal; `access` admits clients (SCRAM passwords, loopback trust, TLS).
 
 pub mod access;
+mod cancel;
 mod error;
 pub mod guard;
+pub mod noop;
 pub mod output;
 pub mod readonly;
 pub mod server;

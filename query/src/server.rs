@@ -14,10 +14,10 @@ use datafusion_postgres::{
         api::{
             ClientInfo, ClientPortalStore, ConnectionManager, PgWireServerHandlers, Type,
             auth::StartupHandler,
-            cancel::{CancelHandler, DefaultCancelHandler},
+            cancel::CancelHandler,
             portal::{Format, Portal},
             query::{ExtendedQueryHandler, SimpleQueryHandler},
-            results::{FieldInfo, Response},
+            results::{FieldInfo, Response, Tag},
             stmt::QueryParser,
             store::PortalStore,
         },
@@ -27,9 +27,12 @@ use datafusion_postgres::{
     },
 };
 use futures::Sink;
-use tokio::{net::TcpListener, sync::Semaphore};
+use tokio::{net::TcpListener, sync::Semaphore, time::Instant};
 
-use crate::{access::Access, error::QueryError, guard, readonly::ReadOnlyHook};
+use crate::{
+    access::Access, cancel::Canceller, error::QueryError, guard, noop::noop_tag,
+    readonly::ReadOnlyHook,
+};
 
 /// Most connections served at once; more wait for a slot.
 pub const MAX_CONNECTIONS: usize = 256;
@@ -37,6 +40,7 @@ pub const MAX_CONNECTIONS: usize = 256;
 /// Simple-protocol queries, checked by [`guard::check_complexity`] before DataFusion sees them.
 struct GuardedSimple {
     inner: Arc<DfSessionService>,
+    canceller: Arc<Canceller>,
 }
 
 #[async_trait]
@@ -49,7 +53,15 @@ impl SimpleQueryHandler for GuardedSimple {
         PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
     {
         guard::check_complexity(query).map_err(too_complex)?;
-        SimpleQueryHandler::do_query(self.inner.as_ref(), client, query).await
+        if let Some(tag) = noop_tag(query) {
+            return Ok(vec![Response::Execution(Tag::new(tag))]);
+        }
+        let started = Instant::now();
+        let responses = SimpleQueryHandler::do_query(self.inner.as_ref(), client, query).await?;
+        Ok(responses
+            .into_iter()
+            .map(|r| self.canceller.bound(client, started, r))
+            .collect())
     }
 }
 
@@ -103,6 +115,7 @@ impl QueryParser for GuardedParser {
 struct GuardedExtended {
     inner: Arc<DfSessionService>,
     parser: Arc<GuardedParser>,
+    canceller: Arc<Canceller>,
 }
 
 #[async_trait]
@@ -126,7 +139,10 @@ impl ExtendedQueryHandler for GuardedExtended {
         C::Error: std::fmt::Debug,
         PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
     {
-        ExtendedQueryHandler::do_query(self.inner.as_ref(), client, portal, max_rows).await
+        let started = Instant::now();
+        let response =
+            ExtendedQueryHandler::do_query(self.inner.as_ref(), client, portal, max_rows).await?;
+        Ok(self.canceller.bound(client, started, response))
     }
 }
 
@@ -136,7 +152,7 @@ struct Handlers {
     extended: Arc<GuardedExtended>,
     access: Access,
     connections: Arc<ConnectionManager>,
-    cancel: Arc<DefaultCancelHandler>,
+    cancel: Arc<Canceller>,
 }
 
 impl PgWireServerHandlers for Handlers {
@@ -206,6 +222,7 @@ impl SqlServer {
     /// Serves until `shutdown` resolves; connections in progress are left to finish.
     pub async fn serve(self, shutdown: impl Future<Output = ()>) -> Result<(), QueryError> {
         let connections = Arc::new(ConnectionManager::new());
+        let canceller = Arc::new(Canceller::new(Arc::clone(&connections)));
         let session = Arc::new(DfSessionService::new_with_hooks(
             Arc::clone(&self.ctx),
             vec![
@@ -218,16 +235,18 @@ impl SqlServer {
         let handlers = Arc::new(Handlers {
             simple: Arc::new(GuardedSimple {
                 inner: Arc::clone(&session),
+                canceller: Arc::clone(&canceller),
             }),
             extended: Arc::new(GuardedExtended {
                 parser: Arc::new(GuardedParser {
                     inner: session.query_parser(),
                 }),
                 inner: session,
+                canceller: Arc::clone(&canceller),
             }),
             access: self.access.clone(),
             connections: Arc::clone(&connections),
-            cancel: Arc::new(DefaultCancelHandler::new(connections)),
+            cancel: canceller,
         });
         let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
         tokio::pin!(shutdown);

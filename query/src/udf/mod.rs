@@ -1,8 +1,11 @@
-//! Scalar functions wiretrace adds to SQL, one struct per function.
+//! Scalar functions wiretrace adds to SQL, one struct per function, and the Postgres ones
+//! clients expect (`pg`).
 
 mod decap;
+mod pg;
 
 pub use decap::{DecapUdf, InnerTcpSeqUdf};
+pub use pg::VERSION;
 
 use datafusion::{logical_expr::ScalarUDF, prelude::SessionContext};
 
@@ -10,4 +13,7 @@ use datafusion::{logical_expr::ScalarUDF, prelude::SessionContext};
 pub fn register_all(ctx: &SessionContext) {
     ctx.register_udf(ScalarUDF::from(DecapUdf::new()));
     ctx.register_udf(ScalarUDF::from(InnerTcpSeqUdf::new()));
+    for f in pg::functions() {
+        ctx.register_udf(f);
+    }
 }
