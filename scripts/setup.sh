@@ -24,6 +24,12 @@ command -v node >/dev/null || apt_pkgs+=(nodejs)
 command -v javac >/dev/null || apt_pkgs+=(default-jdk-headless) # `java X.java` needs the compiler
 if [ "$mode" != --lab ]; then
     command -v psql >/dev/null || apt_pkgs+=(postgresql-client)
+    command -v openssl >/dev/null || apt_pkgs+=(openssl)
+    # Postgres clients the SQL server is tested against: pgJDBC, and Go with pgx (Grafana's
+    # driver family), both from Debian (GOPATH mode: no module proxy needed).
+    [ -e /usr/share/java/postgresql.jar ] || apt_pkgs+=(libpostgresql-jdbc-java)
+    command -v go >/dev/null || apt_pkgs+=(golang-go)
+    [ -d /usr/share/gocode/src/github.com/jackc/pgx ] || apt_pkgs+=(golang-github-jackc-pgx-v4-dev)
     [ -x /usr/lib/llvm-$LLVM/bin/llvm-config ] || apt_pkgs+=(llvm-$LLVM-dev)
 fi
 if [ ${#apt_pkgs[@]} -gt 0 ]; then
@@ -49,13 +55,20 @@ if ! command -v bpf-linker >/dev/null; then
         --no-default-features --features llvm-$LLVM
 fi
 
-# Python with pyarrow (reads the Parquet files independently) and psycopg 3 (an extended-protocol client).
-if [ ! -x .venv/bin/python3 ] || ! .venv/bin/python3 -c "import pyarrow, psycopg" 2>/dev/null; then
-    log "python venv with pyarrow and psycopg (.venv)"
-    python3 -m venv .venv 2>/dev/null || {
+# Python with pyarrow (reads the Parquet files independently) and the Postgres drivers the
+# SQL server is tested against: psycopg 3, psycopg2, asyncpg.
+if [ ! -x .venv/bin/python3 ] || ! .venv/bin/python3 -c "import pyarrow, psycopg, psycopg2, asyncpg" 2>/dev/null; then
+    log "python venv with pyarrow, psycopg, psycopg2, asyncpg (.venv)"
+    [ -x .venv/bin/python3 ] || python3 -m venv .venv 2>/dev/null || {
         sudo_if apt-get install -y -qq --no-install-recommends python3-venv >/dev/null
         python3 -m venv .venv
     }
-    .venv/bin/pip install --quiet --disable-pip-version-check pyarrow "psycopg[binary]"
+    .venv/bin/pip install --quiet --disable-pip-version-check pyarrow "psycopg[binary]" \
+        psycopg2-binary asyncpg
+fi
+# node-postgres, pinned by tests/e2e/clients/package-lock.json.
+if [ ! -d tests/e2e/clients/node_modules/pg ]; then
+    log "npm ci (node-postgres for the client tests)"
+    (cd tests/e2e/clients && npm ci --no-audit --no-fund --silent)
 fi
 log "ready"

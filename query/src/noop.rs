@@ -2,8 +2,22 @@
 //! LISTEN cleanup): answered with their command tag instead of reaching the SQL planner,
 //! which does not know them.
 
-/// The command tag to answer `sql` with, when it is one of the accepted no-op statements.
-pub fn noop_tag(sql: &str) -> Option<&'static str> {
+/// The command tags to answer `sql` with, when every statement in it is an accepted no-op
+/// (asyncpg's pool reset sends several at once).
+pub fn noop_tags(sql: &str) -> Option<Vec<&'static str>> {
+    if sql.contains(['\'', '"', '$']) {
+        return None;
+    }
+    let tags: Option<Vec<_>> = sql
+        .split(';')
+        .filter(|s| !s.trim().is_empty())
+        .map(noop_tag)
+        .collect();
+    tags.filter(|t| !t.is_empty())
+}
+
+/// The command tag to answer one statement with, when it is an accepted no-op.
+fn noop_tag(sql: &str) -> Option<&'static str> {
     let text: Vec<&str> = sql
         .lines()
         .filter(|l| !l.trim_start().starts_with("--"))
@@ -22,6 +36,9 @@ pub fn noop_tag(sql: &str) -> Option<&'static str> {
             "ALL" | "PLANS" | "SEQUENCES" | "TEMP" | "TEMPORARY",
         ] => Some("DISCARD"),
         ["UNLISTEN", _] => Some("UNLISTEN"),
+        ["CLOSE", "ALL"] => Some("CLOSE CURSOR ALL"),
+        // No advisory locks are ever taken here.
+        ["SELECT", "PG_ADVISORY_UNLOCK_ALL()"] => Some("SELECT 1"),
         ["RESET", "ALL"] => Some("RESET"),
         ["DEALLOCATE", "ALL"] | ["DEALLOCATE", "PREPARE", "ALL"] => Some("DEALLOCATE ALL"),
         ["SET", "SESSION", "CHARACTERISTICS", "AS", "TRANSACTION", ..] => Some("SET"),
@@ -31,7 +48,7 @@ pub fn noop_tag(sql: &str) -> Option<&'static str> {
 
 #[cfg(test)]
 mod tests {
-    use super::noop_tag;
+    use super::{noop_tag, noop_tags};
 
     #[test]
     fn pool_resets_are_no_ops_and_queries_are_not() {
@@ -47,5 +64,16 @@ mod tests {
         assert_eq!(noop_tag("discard everything"), None);
         assert_eq!(noop_tag("select 1"), None);
         assert_eq!(noop_tag("reset statement_timeout"), None);
+    }
+
+    #[test]
+    fn a_reset_script_is_answered_statement_by_statement() {
+        assert_eq!(
+            noop_tags("SELECT pg_advisory_unlock_all();\nCLOSE ALL;\nUNLISTEN *;\nRESET ALL;"),
+            Some(vec!["SELECT 1", "CLOSE CURSOR ALL", "UNLISTEN", "RESET"])
+        );
+        assert_eq!(noop_tags("RESET ALL; select 1"), None);
+        assert_eq!(noop_tags("-- ping"), None);
+        assert_eq!(noop_tags("UNLISTEN \"chan\""), None);
     }
 }

@@ -30,7 +30,7 @@ use futures::Sink;
 use tokio::{net::TcpListener, sync::Semaphore, time::Instant};
 
 use crate::{
-    access::Access, cancel::Canceller, error::QueryError, guard, noop::noop_tag,
+    access::Access, cancel::Canceller, error::QueryError, guard, noop::noop_tags,
     readonly::ReadOnlyHook,
 };
 
@@ -53,8 +53,11 @@ impl SimpleQueryHandler for GuardedSimple {
         PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
     {
         guard::check_complexity(query).map_err(too_complex)?;
-        if let Some(tag) = noop_tag(query) {
-            return Ok(vec![Response::Execution(Tag::new(tag))]);
+        if let Some(tags) = noop_tags(query) {
+            return Ok(tags
+                .into_iter()
+                .map(|t| Response::Execution(Tag::new(t)))
+                .collect());
         }
         let started = Instant::now();
         let responses = SimpleQueryHandler::do_query(self.inner.as_ref(), client, query).await?;

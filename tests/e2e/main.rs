@@ -4,6 +4,7 @@
 
 mod bookinfo;
 mod cli;
+mod clients;
 mod http_capture;
 mod lab;
 mod packet_capture;

@@ -114,6 +114,13 @@ impl Wiretrace {
         Self::start(&["serve"])
     }
 
+    /// Starts `wiretrace serve` with extra arguments.
+    pub(crate) fn serve_with(extra: &[&str]) -> Self {
+        let mut args = vec!["serve"];
+        args.extend(extra);
+        Self::start(&args)
+    }
+
     fn start(args: &[&str]) -> Self {
         let data = tempfile::tempdir().expect("temp dir");
         let port = free_port();

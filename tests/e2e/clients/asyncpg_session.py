@@ -38,6 +38,16 @@ async def main(port):
     assert await conn.fetchval("select 40 + 2") == 42
     print("ok alive")
     await conn.close()
+    # A pool resets each connection it gets back (advisory unlock, CLOSE ALL, UNLISTEN *,
+    # RESET ALL in one simple query).
+    pool = await asyncpg.create_pool(
+        host="127.0.0.1", port=port, user="wiretrace", database="wiretrace", min_size=1, max_size=1
+    )
+    for _ in range(2):
+        async with pool.acquire() as c:
+            assert await c.fetchval("select 1") == 1
+    await pool.close()
+    print("ok pool")
 
 
 asyncio.run(main(int(sys.argv[1])))
