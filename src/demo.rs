@@ -13,7 +13,7 @@ use std::{
 use anyhow::{Context, Result, bail};
 use indicatif::ProgressBar;
 use wiretrace_ingest::capture::CaptureRule;
-use wiretrace_query::{Access, SessionContext, output};
+use wiretrace_query::{Access, SessionContext, output, session::QUERY_MEMORY_LIMIT};
 
 use crate::live::{Live, LiveConfig};
 
@@ -90,6 +90,7 @@ pub(crate) async fn bookinfo(args: BookinfoArgs) -> Result<()> {
         data_dir: &args.data_dir,
         listen: &args.listen,
         access: Access::default(),
+        query_memory: QUERY_MEMORY_LIMIT,
         payload_limit: 1024,
         flush_ms: 200,
         rules: vec![

@@ -12,7 +12,8 @@ use wiretrace_ingest::{
     Agent, AgentConfig, IngestError, TableBatch, capture::CaptureRule, loader::ProbeOptions,
 };
 use wiretrace_query::{
-    Access, QueryError, SessionContext, SqlServer, StatsTable, session, session::register_stats,
+    Access, QueryError, SessionContext, SqlServer, StatsTable,
+    session::{register_stats, session_with_memory},
 };
 use wiretrace_storage::TableWriters;
 
@@ -24,6 +25,8 @@ pub(crate) struct LiveConfig<'a> {
     pub(crate) listen: &'a str,
     /// Who may connect to it.
     pub(crate) access: Access,
+    /// Memory all running queries may use together (bytes).
+    pub(crate) query_memory: usize,
     /// Payload bytes copied per socket syscall.
     pub(crate) payload_limit: u32,
     /// How often captured spans are written to Parquet (ms).
@@ -68,7 +71,7 @@ impl Live {
         )?;
         let counters = agent.counters();
         let nics = agent.capture_points().len();
-        let ctx = session(cfg.data_dir).await?;
+        let ctx = session_with_memory(cfg.data_dir, cfg.query_memory).await?;
         register_stats(
             &ctx,
             "ingest_counters",

@@ -22,7 +22,7 @@ use wiretrace_ingest::{
     generate::{GenConfig, Generator},
     pcap::read_pcap,
 };
-use wiretrace_query::{Access, SqlServer, Users, output, session};
+use wiretrace_query::{Access, SqlServer, Users, output, session, session::session_with_memory};
 
 use crate::live::{Live, LiveConfig};
 use wiretrace_storage::{TableWriters, schema};
@@ -171,9 +171,18 @@ struct ServerArgs {
     /// The PEM private key for --tls-cert.
     #[arg(long, value_name = "FILE", requires = "tls_cert")]
     tls_key: Option<PathBuf>,
+    /// Memory all running queries may use together (MiB); a query that needs more fails with
+    /// an error.
+    #[arg(long, default_value_t = 4096, value_parser = clap::value_parser!(u64).range(16..))]
+    query_memory_mib: u64,
 }
 
 impl ServerArgs {
+    /// The query memory limit in bytes.
+    fn query_memory(&self) -> usize {
+        usize::try_from(self.query_memory_mib << 20).unwrap_or(usize::MAX)
+    }
+
     /// The access rules these options (and WIRETRACE_USER / WIRETRACE_PASSWORD) describe.
     fn access(&self) -> Result<Access> {
         let mut users = match &self.users {
@@ -267,6 +276,7 @@ async fn up(
         data_dir: &store.data_dir,
         listen: &server.listen,
         access: server.access()?,
+        query_memory: server.query_memory(),
         payload_limit,
         flush_ms,
         rules: packets.rules()?,
@@ -419,7 +429,7 @@ fn ingest_pcap(store: StoreArgs, role: NicRole, files: &[PathBuf]) -> Result<()>
 }
 
 async fn serve(store: StoreArgs, args: &ServerArgs) -> Result<()> {
-    let ctx = session(&store.data_dir).await?;
+    let ctx = session_with_memory(&store.data_dir, args.query_memory()).await?;
     let server = SqlServer::bind(&args.listen, Arc::new(ctx), args.access()?).await?;
     eprintln!(
         "wiretrace serve: SQL over {} on {}",

@@ -20,7 +20,8 @@ use wiretrace_storage::{paths, schema::tables};
 
 use crate::{error::QueryError, stats::StatsTable};
 
-/// Memory all running queries may use together before one fails with a resources error.
+/// Memory all running queries may use together, by default, before one fails with a
+/// resources error.
 pub const QUERY_MEMORY_LIMIT: usize = 4 << 30;
 
 /// Catalog name clients see as the database.
@@ -28,13 +29,22 @@ pub const CATALOG: &str = "wiretrace";
 
 /// A session over the data dir: `l7_flow_log`, `l4_flow_log`, pg_catalog and information_schema.
 pub async fn session(data_dir: &Path) -> Result<SessionContext, QueryError> {
+    session_with_memory(data_dir, QUERY_MEMORY_LIMIT).await
+}
+
+/// [`session`] whose queries together may use at most `memory_limit` bytes: past it, the
+/// query asking for more fails with a resources-exhausted error instead of growing.
+pub async fn session_with_memory(
+    data_dir: &Path,
+    memory_limit: usize,
+) -> Result<SessionContext, QueryError> {
     let config = SessionConfig::new()
         .with_default_catalog_and_schema(CATALOG, "public")
         .with_information_schema(true);
     // New Parquet files appear every flush: never cache directory listings.
     let runtime = RuntimeEnvBuilder::new()
         .with_cache_manager(CacheManagerConfig::default().with_list_files_cache_limit(0))
-        .with_memory_limit(QUERY_MEMORY_LIMIT, 1.0)
+        .with_memory_limit(memory_limit, 1.0)
         .build_arc()?;
     let mut ctx = SessionContext::new_with_config_rt(config, runtime);
     for (name, schema, _) in tables() {

@@ -69,7 +69,7 @@ fn bad_input_gets_errors_and_the_server_stays_up() {
     );
 }
 
-/// psql's `\dt` and `\d l7_flow_log` work against the catalog.
+/// psql's `\l`, `\d`, `\dt` and `\d l7_flow_log` work against the catalog.
 #[test]
 fn psql_lists_and_describes_the_span_table() {
     let wt = Wiretrace::serve();
@@ -81,6 +81,10 @@ fn psql_lists_and_describes_the_span_table() {
     );
     let d = wt.psql("\\d l7_flow_log");
     assert!(d.iter().any(|r| r[0] == "req_tcp_seq"), "{d:?}");
+    let l = wt.psql("\\l");
+    assert!(l.iter().any(|r| r[0] == "wiretrace"), "{l:?}");
+    let all = wt.psql("\\d");
+    assert!(all.iter().any(|r| r[1] == "l4_flow_log"), "{all:?}");
 }
 
 /// The extended protocol (psycopg 3) gets typed parameters, and the same read-only and
@@ -109,4 +113,64 @@ fn extended_protocol_client_is_served_and_guarded() {
             "alive 42"
         ]
     );
+}
+
+/// A query needing more than `--query-memory-mib` fails with an error naming the limit; the
+/// server goes on.
+#[test]
+fn a_runaway_query_hits_the_memory_limit() {
+    let wt = Wiretrace::serve_with(&["--query-memory-mib", "64"]);
+    let out = wt.psql_raw(
+        "select count(*) from range(10000000) a join range(10000000) b on a.value = b.value",
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "the join ran within 64 MiB");
+    assert!(err.contains("memory pool"), "{err}");
+    assert_eq!(wt.psql("select 40 + 2"), vec![vec!["42".to_string()]]);
+}
+
+/// A 10 MB query string gets an answer (here: an error), and 200 clients connected at once are
+/// all served; the server stays up.
+#[test]
+fn a_huge_query_and_200_connections_are_handled() {
+    let wt = Wiretrace::serve();
+    let dir = tempfile::tempdir().unwrap();
+    let huge = dir.path().join("huge.sql");
+    std::fs::write(
+        &huge,
+        format!("select length('{}') as n;\n", "x".repeat(10 << 20)),
+    )
+    .unwrap();
+    let out = wt.psql_file(&huge);
+    let answer = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        answer.contains("10485760") || answer.contains("ERROR"),
+        "no answer to a 10 MB query: {}",
+        &answer[..answer.len().min(300)]
+    );
+    let out = std::process::Command::new(crate::support::python())
+        .arg("-c")
+        .arg(format!(
+            "import threading, psycopg\n\
+             conns = [psycopg.connect(host='127.0.0.1', port={}, user='wiretrace', dbname='wiretrace', autocommit=True) for _ in range(200)]\n\
+             got = []\n\
+             def run(c): got.append(c.execute('select 1').fetchone()[0])\n\
+             ts = [threading.Thread(target=run, args=(c,)) for c in conns]\n\
+             [t.start() for t in ts]; [t.join() for t in ts]\n\
+             print(len(conns), sum(got))",
+            wt.port
+        ))
+        .output()
+        .expect("running python with psycopg");
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        "200 200",
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(wt.psql("select 40 + 2"), vec![vec!["42".to_string()]]);
 }
