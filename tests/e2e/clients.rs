@@ -88,7 +88,7 @@ fn asyncpg_session() {
     session(
         cmd,
         &[
-            "version", "count", "params", "prepared", "refused", "alive", "pool",
+            "version", "count", "params", "binary", "prepared", "refused", "alive", "pool",
         ],
     );
 }
@@ -129,7 +129,7 @@ fn jdbc_session() {
     session(
         cmd,
         &[
-            "version", "tables", "columns", "count", "params", "refused", "alive",
+            "version", "tables", "columns", "count", "params", "portal", "refused", "alive",
         ],
     );
 }

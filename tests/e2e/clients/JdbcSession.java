@@ -46,6 +46,18 @@ public class JdbcSession {
                 }
                 check(n == 5, "params");
             }
+            // A cursor-style fetch: portals executed 2 rows at a time inside a transaction.
+            c.setAutoCommit(false);
+            try (PreparedStatement p = c.prepareStatement("select _id from l7_flow_log order by _id limit 7")) {
+                p.setFetchSize(2);
+                int n = 0;
+                try (ResultSet r = p.executeQuery()) {
+                    while (r.next()) n++;
+                }
+                check(n == 7, "portal");
+            }
+            c.commit();
+            c.setAutoCommit(true);
             try (Statement s = c.createStatement()) {
                 s.execute("create table t (a int)");
                 System.out.println("write accepted");

@@ -26,6 +26,10 @@ async def main(port):
     assert len(rows) == 5 and isinstance(rows[0]["start_time"], datetime.datetime), rows
     assert rows[0]["start_time"].tzinfo is not None
     print("ok params")
+    # Binary results for every column type of the span table.
+    rows = await conn.fetch("select * from l7_flow_log limit 3")
+    assert len(rows) == 3 and all(len(r) > 50 for r in rows), rows[:1]
+    print("ok binary")
     stmt = await conn.prepare("select count(*) from l7_flow_log where observation_point = $1")
     assert await stmt.fetchval("c-p") >= 0
     print("ok prepared")
