@@ -8,7 +8,7 @@ use std::{
     process::Command,
 };
 
-use crate::support::{Wiretrace, python};
+use crate::support::{Wiretrace, output_lines, python, skip};
 
 /// The client scripts' folder.
 fn clients() -> PathBuf {
@@ -18,25 +18,20 @@ fn clients() -> PathBuf {
 /// True when `program` runs; otherwise skips loudly (fails under CI=true, where
 /// scripts/setup.sh installs it).
 fn have(program: &str, test: &str) -> bool {
-    if Command::new("sh")
+    Command::new("sh")
         .args(["-c", &format!("command -v {program}")])
         .output()
         .is_ok_and(|o| o.status.success())
-    {
-        return true;
-    }
-    let why = format!("{test}: {program} is not installed (scripts/setup.sh installs it)");
-    if std::env::var("CI").is_ok_and(|v| v == "true") {
-        panic!("{why}");
-    }
-    eprintln!("SKIP {why}");
-    false
+        || skip(&format!(
+            "{test}: {program} is not installed (scripts/setup.sh installs it)"
+        ))
 }
 
 /// `wiretrace serve` over a few hundred generated traces (spans from the last minute).
-fn server_with_spans(extra: &[&str]) -> Wiretrace {
-    let wt = Wiretrace::serve_with(extra);
-    let out = Command::new(env!("CARGO_BIN_EXE_wiretrace"))
+fn server_with_spans() -> Wiretrace {
+    let wt = Wiretrace::serve();
+    let mut generate = Command::new(env!("CARGO_BIN_EXE_wiretrace"));
+    generate
         .args([
             "generate",
             "--traces",
@@ -45,46 +40,31 @@ fn server_with_spans(extra: &[&str]) -> Wiretrace {
             "60",
             "--data-dir",
         ])
-        .arg(wt.data.path())
-        .output()
-        .expect("running wiretrace generate");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+        .arg(wt.data.path());
+    output_lines(generate);
     wt
 }
 
-/// Runs a client session and checks it printed exactly `want`.
+/// Runs `cmd PORT` against a server with spans and checks it printed exactly `ok <check>` for
+/// each of `want`.
 fn session(mut cmd: Command, want: &[&str]) {
-    let out = cmd.output().expect("running the client");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{cmd:?}\n{stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let got: Vec<&str> = stdout.lines().collect();
+    let wt = server_with_spans();
+    cmd.arg(wt.port.to_string());
     let want: Vec<String> = want.iter().map(|c| format!("ok {c}")).collect();
-    assert_eq!(got, want, "{cmd:?}");
+    assert_eq!(output_lines(cmd), want);
 }
 
 #[test]
 fn psycopg2_session() {
-    let wt = server_with_spans(&[]);
     let mut cmd = Command::new(python());
-    cmd.arg(clients().join("psycopg2_session.py"))
-        .arg(wt.port.to_string());
+    cmd.arg(clients().join("psycopg2_session.py"));
     session(cmd, &["version", "count", "params", "refused", "alive"]);
 }
 
 #[test]
 fn asyncpg_session() {
-    let wt = server_with_spans(&[]);
     let mut cmd = Command::new(python());
-    cmd.arg(clients().join("asyncpg_session.py"))
-        .arg(wt.port.to_string());
+    cmd.arg(clients().join("asyncpg_session.py"));
     session(
         cmd,
         &[
@@ -102,11 +82,8 @@ fn node_postgres_session() {
         clients().join("node_modules/pg").exists(),
         "node-postgres is missing: scripts/setup.sh runs npm ci in tests/e2e/clients"
     );
-    let wt = server_with_spans(&[]);
     let mut cmd = Command::new("node");
-    cmd.current_dir(clients())
-        .arg("node_session.js")
-        .arg(wt.port.to_string());
+    cmd.current_dir(clients()).arg("node_session.js");
     session(cmd, &["version", "count", "params", "refused", "alive"]);
 }
 
@@ -120,12 +97,10 @@ fn jdbc_session() {
         jar.exists(),
         "pgJDBC is missing: scripts/setup.sh installs libpostgresql-jdbc-java"
     );
-    let wt = server_with_spans(&[]);
     let mut cmd = Command::new("java");
     cmd.arg("-cp")
         .arg(jar)
-        .arg(clients().join("JdbcSession.java"))
-        .arg(wt.port.to_string());
+        .arg(clients().join("JdbcSession.java"));
     session(
         cmd,
         &[
@@ -156,9 +131,8 @@ fn grafana_replayed_with_pgx() {
         "go build: {}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let wt = server_with_spans(&[]);
     let mut cmd = Command::new(bin);
-    cmd.arg(wt.port.to_string()).arg(
+    cmd.arg(
         Path::new(env!("CARGO_MANIFEST_DIR"))
             .join("sql-examples/grafana/dashboards/wiretrace.json"),
     );

@@ -92,18 +92,10 @@ fn psql_lists_and_describes_the_span_table() {
 #[test]
 fn extended_protocol_client_is_served_and_guarded() {
     let wt = Wiretrace::serve();
-    let out = std::process::Command::new(crate::support::python())
-        .arg(crate::support::fixture("extended_client.py"))
-        .arg(wt.port.to_string())
-        .output()
-        .expect("running python with psycopg");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let lines: Vec<&str> = stdout.lines().collect();
+    let mut cmd = std::process::Command::new(crate::support::python());
+    cmd.arg(crate::support::fixture("extended_client.py"))
+        .arg(wt.port.to_string());
+    let lines = crate::support::output_lines(cmd);
     assert_eq!(
         lines,
         [

@@ -18,12 +18,33 @@ pub(crate) fn can_capture(test: &str) -> bool {
     if root && btf {
         return true;
     }
-    let why = format!("{test}: needs root and kernel BTF (root={root}, btf={btf})");
+    skip(&format!(
+        "{test}: needs root and kernel BTF (root={root}, btf={btf})"
+    ))
+}
+
+/// Skips a test loudly, saying `why` (returns false); with CI=true fails it instead, since CI
+/// must run every test.
+pub(crate) fn skip(why: &str) -> bool {
     if std::env::var("CI").is_ok_and(|v| v == "true") {
         panic!("{why}; CI must run it");
     }
     eprintln!("SKIP {why}");
     false
+}
+
+/// Runs `cmd` to success and returns its output lines.
+pub(crate) fn output_lines(mut cmd: Command) -> Vec<String> {
+    let out = cmd
+        .output()
+        .unwrap_or_else(|e| panic!("running {cmd:?}: {e}"));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{cmd:?}\n{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stdout.lines().map(str::to_string).collect()
 }
 
 /// A TCP port free on loopback right now.

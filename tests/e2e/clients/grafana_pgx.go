@@ -3,7 +3,7 @@
 // panel of sql-examples/grafana/dashboards/wiretrace.json with its macros expanded the way
 // Grafana's macros.go expands them.
 //
-// usage: grafana_pgx PORT DASHBOARD_JSON; prints one `ok <check>` line per passed check.
+// usage: grafana_pgx DASHBOARD_JSON PORT; prints one `ok <check>` line per passed check.
 package main
 
 import (
@@ -99,7 +99,7 @@ type dashboard struct {
 }
 
 func main() {
-	conn, err := pgx.Connect(ctx, fmt.Sprintf("host=127.0.0.1 port=%s user=wiretrace dbname=wiretrace sslmode=disable", os.Args[1]))
+	conn, err := pgx.Connect(ctx, fmt.Sprintf("host=127.0.0.1 port=%s user=wiretrace dbname=wiretrace sslmode=disable", os.Args[2]))
 	if err != nil {
 		fail("connect: %v", err)
 	}
@@ -167,7 +167,7 @@ WHERE CASE WHEN array_length(parse_ident('`+table+`'),1) = 2
 	fmt.Println("ok extended")
 
 	// Every dashboard panel over the last hour, its variable resolved first.
-	raw, err := os.ReadFile(os.Args[2])
+	raw, err := os.ReadFile(os.Args[1])
 	if err != nil {
 		fail("%v", err)
 	}
