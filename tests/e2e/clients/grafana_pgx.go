@@ -185,6 +185,10 @@ WHERE CASE WHEN array_length(parse_ident('`+table+`'),1) = 2
 		}
 		vars[v.Name] = got[0][0]
 	}
+	// Unix-epoch columns: a span id's top 32 bits are its start second.
+	if got := simple(conn, expand("SELECT count(*) FROM l7_flow_log WHERE $__unixEpochFilter(_id >> 32)", from, to)); len(got) != 1 || got[0][0] == "0" {
+		fail("unix epoch filter: %v", got)
+	}
 	for _, p := range d.Panels {
 		for _, t := range p.Targets {
 			sql := expand(t.RawSQL, from, to)
