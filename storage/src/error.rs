@@ -28,6 +28,12 @@ pub enum StorageError {
     /// An Arrow computation on a batch failed.
     #[error("arrow: {0}")]
     Arrow(#[from] arrow::error::ArrowError),
+    /// Another process holds the write-ahead log.
+    #[error("{path} is locked: another wiretrace writes to this data dir")]
+    Locked {
+        /// The lock file.
+        path: PathBuf,
+    },
     /// A batch does not have the table's schema.
     #[error("batch schema does not match table {table}: {detail}")]
     Schema {

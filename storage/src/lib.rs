@@ -2,12 +2,18 @@
 //!
 //! Layout: `schema.rs` holds every table's Arrow schema with column docs; `paths.rs` builds
 //! every path under the data dir; `writer.rs` turns batches into hour-partitioned, zstd
-//! Parquet files with bloom filters on the trace lookup keys; `error.rs` is the crate's error.
+//! Parquet files with bloom filters on the trace lookup keys; `wal.rs` logs appended batches
+//! (Arrow IPC) until they are in Parquet; `store.rs` joins log, in-memory buffer and writer
+//! into what ingest appends to and queries read; `error.rs` is the crate's error.
 
 mod error;
 pub mod paths;
 pub mod schema;
+mod store;
+mod wal;
 mod writer;
 
 pub use error::{Result, StorageError};
-pub use writer::{LOOKUP_KEY_COLUMNS, PartitionedWriter, TableWriters, WriteStats};
+pub use store::{Store, StoreOptions, StoreStats};
+pub use wal::{FsyncPolicy, Replayed, Wal};
+pub use writer::{LOOKUP_KEY_COLUMNS, PartitionedWriter, Staged, TableWriters, WriteStats};

@@ -58,6 +58,28 @@ pub struct PartitionedWriter {
     seq: AtomicU64,
 }
 
+/// A Parquet file written under its temp name, waiting to be renamed into place.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Staged {
+    /// Where it was written.
+    pub tmp: PathBuf,
+    /// Where it goes.
+    pub path: PathBuf,
+    /// Its rows.
+    pub rows: usize,
+}
+
+impl Staged {
+    /// Renames the file into place (readers see all of it or none).
+    pub fn commit(&self) -> Result<()> {
+        fs::rename(&self.tmp, &self.path).map_err(|source| StorageError::Io {
+            op: "renaming",
+            path: self.tmp.clone(),
+            source,
+        })
+    }
+}
+
 /// What one [`PartitionedWriter::write`] produced.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct WriteStats {
@@ -103,8 +125,20 @@ impl PartitionedWriter {
         })
     }
 
-    /// Writes `batches` (rows sorted by time) as one file per hour partition they touch.
+    /// Writes `batches` as one file per hour partition they touch, rows sorted by time.
     pub fn write(&self, batches: &[RecordBatch]) -> Result<WriteStats> {
+        let mut stats = WriteStats::default();
+        for staged in self.stage(batches)? {
+            staged.commit()?;
+            stats.rows += staged.rows;
+            stats.files.push(staged.path);
+        }
+        Ok(stats)
+    }
+
+    /// Writes `batches` like [`PartitionedWriter::write`], leaving the files under their temp
+    /// names for the caller to commit.
+    pub fn stage(&self, batches: &[RecordBatch]) -> Result<Vec<Staged>> {
         for b in batches {
             if b.schema().fields() != self.schema.fields() {
                 return Err(StorageError::Schema {
@@ -115,7 +149,7 @@ impl PartitionedWriter {
         }
         let all = concat_batches(&self.schema, batches)?;
         if all.num_rows() == 0 {
-            return Ok(WriteStats::default());
+            return Ok(Vec::new());
         }
         let order = sort_to_indices(all.column(self.time_column), None, None)?;
         let all = take_record_batch(&all, &order)?;
@@ -132,7 +166,7 @@ impl PartitionedWriter {
         for i in 0..times.len() {
             hours.entry(hour(i)).or_insert(i);
         }
-        let mut stats = WriteStats::default();
+        let mut staged = Vec::new();
         for (&h, &first) in &hours {
             let part = if hours.len() == 1 {
                 all.clone()
@@ -142,14 +176,12 @@ impl PartitionedWriter {
             };
             let time =
                 DateTime::<Utc>::from_timestamp_micros(times.value(first)).unwrap_or_default();
-            let path = self.write_file(&part, time)?;
-            stats.rows += part.num_rows();
-            stats.files.push(path);
+            staged.push(self.write_file(&part, time)?);
         }
-        Ok(stats)
+        Ok(staged)
     }
 
-    fn write_file(&self, batch: &RecordBatch, time: DateTime<Utc>) -> Result<PathBuf> {
+    fn write_file(&self, batch: &RecordBatch, time: DateTime<Utc>) -> Result<Staged> {
         let dir = paths::partition_dir(&self.data_dir, &self.table, time);
         fs::create_dir_all(&dir).map_err(|source| StorageError::Io {
             op: "creating",
@@ -178,12 +210,11 @@ impl PartitionedWriter {
             path: tmp.clone(),
             source,
         })?;
-        fs::rename(&tmp, &path).map_err(|source| StorageError::Io {
-            op: "renaming",
-            path: tmp.clone(),
-            source,
-        })?;
-        Ok(path)
+        Ok(Staged {
+            tmp,
+            path,
+            rows: batch.num_rows(),
+        })
     }
 }
 
@@ -207,15 +238,19 @@ impl TableWriters {
 
     /// Writes `batches` to `table`.
     pub fn write(&self, table: &str, batches: &[RecordBatch]) -> Result<WriteStats> {
-        let (_, w) = self
-            .writers
+        self.get(table)?.write(batches)
+    }
+
+    /// The writer of `table`.
+    pub fn get(&self, table: &str) -> Result<&PartitionedWriter> {
+        self.writers
             .iter()
             .find(|(name, _)| *name == table)
+            .map(|(_, w)| w)
             .ok_or_else(|| StorageError::Schema {
                 table: table.to_string(),
                 detail: "no such table".into(),
-            })?;
-        w.write(batches)
+            })
     }
 }
 

@@ -1,0 +1,351 @@
+//! The span store as ingest and queries see it: appends go to the write-ahead log and an
+//! in-memory buffer (queryable at once), and flushes move the buffer to Parquet by size and
+//! age. Queries take [`Store::barrier`] for reading while they list files and snapshot the
+//! buffer; a flush takes it for writing while it renames its files into place and drops the
+//! same rows from the buffer, so every query sees each row exactly once.
+
+use std::{
+    collections::BTreeMap,
+    path::Path,
+    sync::{Mutex, MutexGuard},
+    time::{Duration, Instant},
+};
+
+use arrow::array::RecordBatch;
+
+use crate::{
+    error::Result,
+    wal::{FsyncPolicy, Wal},
+    writer::TableWriters,
+};
+
+/// When the buffer is flushed to Parquet, and how appends are synced.
+#[derive(Debug, Clone, Copy)]
+pub struct StoreOptions {
+    /// How the write-ahead log syncs.
+    pub fsync: FsyncPolicy,
+    /// Flush once this many rows are buffered.
+    pub flush_rows: usize,
+    /// Flush once the oldest buffered row is this old.
+    pub flush_age: Duration,
+}
+
+impl Default for StoreOptions {
+    fn default() -> Self {
+        Self {
+            fsync: FsyncPolicy::EveryBatch,
+            flush_rows: 256 * 1024,
+            flush_age: Duration::from_secs(10),
+        }
+    }
+}
+
+/// What a store holds in memory and in its log right now.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct StoreStats {
+    /// Rows appended but not yet in Parquet.
+    pub buffered_rows: u64,
+    /// Bytes of those rows in memory.
+    pub buffered_bytes: u64,
+    /// Bytes of the write-ahead log on disk.
+    pub wal_bytes: u64,
+    /// Flushes to Parquet since start.
+    pub flushes: u64,
+    /// Rows written to Parquet since start.
+    pub flushed_rows: u64,
+}
+
+#[derive(Debug)]
+struct Inner {
+    wal: Wal,
+    /// Per table, (WAL segment, batch) in append order.
+    buffers: BTreeMap<String, Vec<(u64, RecordBatch)>>,
+    oldest: Option<Instant>,
+    stats: StoreStats,
+}
+
+/// The write side of a data dir: log, buffer, Parquet files.
+#[derive(Debug)]
+pub struct Store {
+    writers: TableWriters,
+    options: StoreOptions,
+    inner: Mutex<Inner>,
+    flushing: Mutex<()>,
+    barrier: tokio::sync::RwLock<()>,
+}
+
+impl Store {
+    /// Opens the store of `data_dir`, replaying its log into the buffer.
+    pub fn open(data_dir: &Path, options: StoreOptions) -> Result<Self> {
+        let writers = TableWriters::open(data_dir)?;
+        let (wal, replayed) = Wal::open(data_dir, options.fsync)?;
+        let mut buffers: BTreeMap<String, Vec<(u64, RecordBatch)>> = BTreeMap::new();
+        let mut stats = StoreStats::default();
+        for r in replayed {
+            stats.buffered_rows += r.batch.num_rows() as u64;
+            stats.buffered_bytes += r.batch.get_array_memory_size() as u64;
+            buffers.entry(r.table).or_default().push((r.seq, r.batch));
+        }
+        if stats.buffered_rows > 0 {
+            tracing::info!(rows = stats.buffered_rows, "replayed the write-ahead log");
+        }
+        let oldest = (stats.buffered_rows > 0).then(Instant::now);
+        Ok(Self {
+            writers,
+            options,
+            inner: Mutex::new(Inner {
+                wal,
+                buffers,
+                oldest,
+                stats,
+            }),
+            flushing: Mutex::new(()),
+            barrier: tokio::sync::RwLock::new(()),
+        })
+    }
+
+    fn inner(&self) -> MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Stores `batch` in `table`: logged (and synced, by policy), then visible to queries.
+    pub fn append(&self, table: &str, batch: RecordBatch) -> Result<()> {
+        self.writers.get(table)?;
+        let mut inner = self.inner();
+        inner.wal.append(table, &batch)?;
+        let seq = inner.wal.seq();
+        inner.stats.buffered_rows += batch.num_rows() as u64;
+        inner.stats.buffered_bytes += batch.get_array_memory_size() as u64;
+        inner.oldest.get_or_insert_with(Instant::now);
+        inner
+            .buffers
+            .entry(table.to_string())
+            .or_default()
+            .push((seq, batch));
+        Ok(())
+    }
+
+    /// Syncs the log if the interval policy says so; true when the buffer should be flushed.
+    pub fn tick(&self) -> Result<bool> {
+        let mut inner = self.inner();
+        inner.wal.sync_if_due()?;
+        Ok(
+            inner.stats.buffered_rows as usize >= self.options.flush_rows
+                || inner
+                    .oldest
+                    .is_some_and(|t| t.elapsed() >= self.options.flush_age),
+        )
+    }
+
+    /// The rows of `table` not yet in Parquet. Hold [`Store::barrier`] for reading while
+    /// pairing this with a listing of the Parquet files.
+    pub fn buffered(&self, table: &str) -> Vec<RecordBatch> {
+        self.inner()
+            .buffers
+            .get(table)
+            .map(|b| b.iter().map(|(_, batch)| batch.clone()).collect())
+            .unwrap_or_default()
+    }
+
+    /// The lock that makes a flush atomic for queries (see the module doc).
+    pub fn barrier(&self) -> &tokio::sync::RwLock<()> {
+        &self.barrier
+    }
+
+    /// Writes every buffered row to Parquet (blocking; call off the async runtime).
+    pub fn flush(&self) -> Result<usize> {
+        let _one = self.flushing.lock().unwrap_or_else(|e| e.into_inner());
+        let (closed, batches) = {
+            let mut inner = self.inner();
+            if inner.stats.buffered_rows == 0 {
+                return Ok(0);
+            }
+            let closed = inner.wal.rotate()?;
+            inner.oldest = None;
+            let batches: Vec<(String, Vec<RecordBatch>)> = inner
+                .buffers
+                .iter()
+                .map(|(t, b)| (t.clone(), b.iter().map(|(_, x)| x.clone()).collect()))
+                .collect();
+            (closed, batches)
+        };
+        let mut staged = Vec::new();
+        for (table, batches) in &batches {
+            staged.extend(self.writers.get(table)?.stage(batches)?);
+        }
+        let rows: usize = staged.iter().map(|s| s.rows).sum();
+        {
+            let _queries = self.barrier.blocking_write();
+            let inner = self.inner();
+            inner.wal.commit_flush(closed, &staged)?;
+            let mut inner = inner;
+            let mut left = 0u64;
+            let mut left_bytes = 0u64;
+            for b in inner.buffers.values_mut() {
+                b.retain(|(seq, _)| *seq > closed);
+                left += b.iter().map(|(_, x)| x.num_rows() as u64).sum::<u64>();
+                left_bytes += b
+                    .iter()
+                    .map(|(_, x)| x.get_array_memory_size() as u64)
+                    .sum::<u64>();
+            }
+            if left > 0 {
+                inner.oldest = Some(Instant::now());
+            }
+            inner.stats.buffered_rows = left;
+            inner.stats.buffered_bytes = left_bytes;
+            inner.stats.flushes += 1;
+            inner.stats.flushed_rows += rows as u64;
+        }
+        Ok(rows)
+    }
+
+    /// Current counts.
+    pub fn stats(&self) -> StoreStats {
+        let inner = self.inner();
+        StoreStats {
+            wal_bytes: inner.wal.bytes(),
+            ..inner.stats
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use arrow::{
+        array::{ArrayRef, Int64Array, new_null_array},
+        compute::cast,
+        datatypes::DataType,
+    };
+
+    use super::*;
+    use crate::schema::{L7_FLOW_LOG, tables};
+
+    /// Spans `ids` (every column filled: ids in `_id`, times in the same hour).
+    fn spans(ids: std::ops::Range<i64>) -> RecordBatch {
+        let schema = tables().into_iter().find(|t| t.0 == L7_FLOW_LOG).unwrap().1;
+        let n = ids.clone().count();
+        let columns: Vec<ArrayRef> = schema
+            .fields()
+            .iter()
+            .map(|f| match f.name().as_str() {
+                "_id" => Arc::new(Int64Array::from_iter_values(ids.clone())) as ArrayRef,
+                _ if f.is_nullable() => new_null_array(f.data_type(), n),
+                _ => {
+                    let zeros: ArrayRef = match f.data_type() {
+                        DataType::Utf8 => Arc::new(arrow::array::StringArray::from(vec![""; n])),
+                        DataType::Timestamp(..) => {
+                            Arc::new(Int64Array::from(vec![1_700_000_000_000_000; n]))
+                        }
+                        _ => Arc::new(Int64Array::from(vec![1; n])),
+                    };
+                    cast(&zeros, f.data_type()).unwrap()
+                }
+            })
+            .collect();
+        RecordBatch::try_new(schema, columns).unwrap()
+    }
+
+    /// Every `_id` in the table's Parquet files.
+    fn parquet_ids(dir: &Path) -> Vec<i64> {
+        let mut ids = Vec::new();
+        let mut stack = vec![dir.join(L7_FLOW_LOG)];
+        while let Some(d) = stack.pop() {
+            for e in std::fs::read_dir(d).unwrap().flatten() {
+                let p = e.path();
+                if p.is_dir() {
+                    stack.push(p);
+                } else if p.extension().is_some_and(|x| x == "parquet") {
+                    let f = std::fs::File::open(p).unwrap();
+                    let r =
+                        parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(f)
+                            .unwrap()
+                            .build()
+                            .unwrap();
+                    for b in r {
+                        let b = b.unwrap();
+                        let c = b.column_by_name("_id").unwrap();
+                        let c = c.as_any().downcast_ref::<Int64Array>().unwrap();
+                        ids.extend(c.values().iter().copied());
+                    }
+                }
+            }
+        }
+        ids.sort_unstable();
+        ids
+    }
+
+    fn buffered_ids(store: &Store) -> Vec<i64> {
+        let mut ids: Vec<i64> = store
+            .buffered(L7_FLOW_LOG)
+            .iter()
+            .flat_map(|b| {
+                let c = b.column_by_name("_id").unwrap();
+                c.as_any()
+                    .downcast_ref::<Int64Array>()
+                    .unwrap()
+                    .values()
+                    .to_vec()
+            })
+            .collect();
+        ids.sort_unstable();
+        ids
+    }
+
+    #[test]
+    fn appends_survive_a_crash_and_land_in_parquet_once() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let store = Store::open(dir.path(), StoreOptions::default()).unwrap();
+            store.append(L7_FLOW_LOG, spans(0..10)).unwrap();
+            assert_eq!(store.flush().unwrap(), 10);
+            store.append(L7_FLOW_LOG, spans(10..15)).unwrap();
+            assert_eq!(buffered_ids(&store), (10..15).collect::<Vec<_>>());
+            assert!(
+                Store::open(dir.path(), StoreOptions::default()).is_err(),
+                "a second writer is refused"
+            );
+            // Dropped without a flush: as after kill -9.
+        }
+        let store = Store::open(dir.path(), StoreOptions::default()).unwrap();
+        assert_eq!(buffered_ids(&store), (10..15).collect::<Vec<_>>());
+        assert_eq!(parquet_ids(dir.path()), (0..10).collect::<Vec<_>>());
+        store.flush().unwrap();
+        assert_eq!(parquet_ids(dir.path()), (0..15).collect::<Vec<_>>());
+        assert!(buffered_ids(&store).is_empty());
+        assert_eq!(store.stats().wal_bytes, 0);
+    }
+
+    #[test]
+    fn a_flush_interrupted_after_its_marker_is_finished_on_open() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let store = Store::open(dir.path(), StoreOptions::default()).unwrap();
+            store.append(L7_FLOW_LOG, spans(0..7)).unwrap();
+            let mut inner = store.inner();
+            let closed = inner.wal.rotate().unwrap();
+            let staged = store
+                .writers
+                .get(L7_FLOW_LOG)
+                .unwrap()
+                .stage(&[spans(0..7)])
+                .unwrap();
+            // The marker is written, no file renamed yet: the process dies here.
+            let marker = dir.path().join(format!("wal/flush-{closed:020}"));
+            let lines: Vec<String> = staged
+                .iter()
+                .map(|s| format!("{}\t{}\n", s.tmp.display(), s.path.display()))
+                .collect();
+            std::fs::write(&marker, lines.concat()).unwrap();
+            drop(inner);
+        }
+        let store = Store::open(dir.path(), StoreOptions::default()).unwrap();
+        assert_eq!(parquet_ids(dir.path()), (0..7).collect::<Vec<_>>());
+        assert!(
+            buffered_ids(&store).is_empty(),
+            "not replayed a second time"
+        );
+    }
+}
