@@ -15,6 +15,8 @@ use indicatif::ProgressBar;
 use wiretrace_ingest::capture::CaptureRule;
 use wiretrace_query::{Access, SessionContext, output, session::QUERY_MEMORY_LIMIT};
 
+use wiretrace_storage::StoreOptions;
+
 use crate::live::{Live, LiveConfig};
 
 /// The lab's files, written next to each other into the lab dir.
@@ -91,6 +93,7 @@ pub(crate) async fn bookinfo(args: BookinfoArgs) -> Result<()> {
         listen: &args.listen,
         access: Access::default(),
         query_memory: QUERY_MEMORY_LIMIT,
+        store: StoreOptions::default(),
         payload_limit: 1024,
         flush_ms: 200,
         rules: vec![

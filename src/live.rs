@@ -13,9 +13,9 @@ use wiretrace_ingest::{
 };
 use wiretrace_query::{
     Access, QueryError, SessionContext, SqlServer, StatsTable,
-    session::{register_stats, session_with_memory},
+    session::{register_stats, session_with},
 };
-use wiretrace_storage::TableWriters;
+use wiretrace_storage::{Store, StoreOptions};
 
 /// What to capture and how.
 pub(crate) struct LiveConfig<'a> {
@@ -27,6 +27,8 @@ pub(crate) struct LiveConfig<'a> {
     pub(crate) access: Access,
     /// Memory all running queries may use together (bytes).
     pub(crate) query_memory: usize,
+    /// Write-ahead log and flush settings.
+    pub(crate) store: StoreOptions,
     /// Payload bytes copied per socket syscall.
     pub(crate) payload_limit: u32,
     /// How often captured spans are written to Parquet (ms).
@@ -37,6 +39,68 @@ pub(crate) struct LiveConfig<'a> {
     pub(crate) snaplen: u32,
     /// Capture ring per interface, MiB.
     pub(crate) ring_mib: usize,
+}
+
+/// One blocking step on the store.
+type StoreJob = Box<dyn FnOnce(&Store) -> wiretrace_storage::Result<()> + Send>;
+
+/// Appends captured batches to the store (logged, then queryable) and flushes it to Parquet by
+/// size and age; flushes what is left when the channel closes.
+async fn write_loop(store: Arc<Store>, mut rx: mpsc::Receiver<TableBatch>) {
+    let blocking = |f: StoreJob| {
+        let store = Arc::clone(&store);
+        async move {
+            match tokio::task::spawn_blocking(move || f(&store)).await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => tracing::error!(error = %e, "storing spans failed"),
+                Err(e) => tracing::error!(error = %e, "storage task failed"),
+            }
+        }
+    };
+    let mut tick = tokio::time::interval(Duration::from_millis(250));
+    loop {
+        tokio::select! {
+            got = rx.recv() => match got {
+                Some(TableBatch { table, batch }) => {
+                    blocking(Box::new(move |s| s.append(table, batch))).await;
+                }
+                None => break,
+            },
+            _ = tick.tick() => {}
+        }
+        let due = store.tick().unwrap_or_else(|e| {
+            tracing::error!(error = %e, "syncing the write-ahead log failed");
+            false
+        });
+        if due {
+            blocking(Box::new(|s| s.flush().map(|_| ()))).await;
+        }
+    }
+    blocking(Box::new(|s| s.flush().map(|_| ()))).await;
+}
+
+/// The store's counters as `store_counters` rows.
+fn store_counters(store: &Store) -> Vec<(&'static str, u64, &'static str)> {
+    let s = store.stats();
+    vec![
+        (
+            "buffered_rows",
+            s.buffered_rows,
+            "rows logged, queryable, not yet in Parquet",
+        ),
+        ("buffered_bytes", s.buffered_bytes, "memory those rows take"),
+        (
+            "wal_bytes",
+            s.wal_bytes,
+            "bytes of the write-ahead log on disk",
+        ),
+        ("flushes", s.flushes, "flushes to Parquet since start"),
+        (
+            "flushed_rows",
+            s.flushed_rows,
+            "rows written to Parquet since start",
+        ),
+    ]
 }
 
 /// A running capture + SQL server; [`Live::stop`] ends both and flushes what was captured.
@@ -71,28 +135,25 @@ impl Live {
         )?;
         let counters = agent.counters();
         let nics = agent.capture_points().len();
-        let ctx = session_with_memory(cfg.data_dir, cfg.query_memory).await?;
+        let store = Arc::new(Store::open(cfg.data_dir, cfg.store)?);
+        let ctx = session_with(cfg.data_dir, cfg.query_memory, Some(Arc::clone(&store))).await?;
         register_stats(
             &ctx,
             "ingest_counters",
             StatsTable::new(Arc::new(move || counters.snapshot())),
         )?;
+        let counted = Arc::clone(&store);
+        register_stats(
+            &ctx,
+            "store_counters",
+            StatsTable::new(Arc::new(move || store_counters(&counted))),
+        )?;
         let ctx = Arc::new(ctx);
         let server = SqlServer::bind(cfg.listen, Arc::clone(&ctx), cfg.access).await?;
         let addr = server.local_addr()?;
 
-        let writers = Arc::new(TableWriters::open(cfg.data_dir)?);
-        let (tx, mut rx) = mpsc::channel::<TableBatch>(64);
-        let writer = tokio::spawn(async move {
-            while let Some(TableBatch { table, batch }) = rx.recv().await {
-                let w = Arc::clone(&writers);
-                match tokio::task::spawn_blocking(move || w.write(table, &[batch])).await {
-                    Ok(Ok(stats)) => tracing::debug!(table, rows = stats.rows, "rows written"),
-                    Ok(Err(e)) => tracing::error!(table, error = %e, "writing rows failed"),
-                    Err(e) => tracing::error!(error = %e, "writer task failed"),
-                }
-            }
-        });
+        let (tx, rx) = mpsc::channel::<TableBatch>(64);
+        let writer = tokio::spawn(write_loop(store, rx));
 
         let (stop_tx, stop_rx) = watch::channel(false);
         let stopped = |mut rx: watch::Receiver<bool>| async move {

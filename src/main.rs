@@ -4,7 +4,7 @@ mod demo;
 mod live;
 
 use std::{
-    path::PathBuf,
+    path::{Path, PathBuf},
     sync::{
         Arc,
         atomic::{AtomicU64, Ordering},
@@ -22,10 +22,10 @@ use wiretrace_ingest::{
     generate::{GenConfig, Generator},
     pcap::read_pcap,
 };
-use wiretrace_query::{Access, SqlServer, Users, output, session, session::session_with_memory};
+use wiretrace_query::{Access, SqlServer, Users, output, session, session::session_with};
 
 use crate::live::{Live, LiveConfig};
-use wiretrace_storage::{TableWriters, schema};
+use wiretrace_storage::{FsyncPolicy, StorageError, Store, StoreOptions, TableWriters, schema};
 
 /// Zero-code distributed tracing as an embedded columnar trace database.
 #[derive(Debug, Parser)]
@@ -46,9 +46,12 @@ enum Command {
         /// Payload bytes copied per socket syscall (1..=4095).
         #[arg(long, default_value_t = 1024)]
         payload_limit: u32,
-        /// How often captured spans are written to Parquet (ms).
+        /// How often the agent hands captured spans to the store, where they are logged and
+        /// queryable (ms).
         #[arg(long, default_value_t = 500)]
         flush_ms: u64,
+        #[command(flatten)]
+        wal: WalArgs,
         #[command(flatten)]
         packets: PacketArgs,
     },
@@ -202,6 +205,33 @@ impl ServerArgs {
 }
 
 #[derive(Debug, clap::Args)]
+struct WalArgs {
+    /// Sync the write-ahead log at most this often (ms); 0 syncs every batch before it is
+    /// acknowledged.
+    #[arg(long, default_value_t = 0)]
+    wal_fsync_ms: u64,
+    /// Write buffered spans to Parquet once this many are buffered.
+    #[arg(long, default_value_t = 256 * 1024)]
+    flush_rows: usize,
+    /// Write buffered spans to Parquet once the oldest is this old (s).
+    #[arg(long, default_value_t = 10)]
+    flush_age_s: u64,
+}
+
+impl WalArgs {
+    fn options(&self) -> StoreOptions {
+        StoreOptions {
+            fsync: match self.wal_fsync_ms {
+                0 => FsyncPolicy::EveryBatch,
+                ms => FsyncPolicy::Interval(Duration::from_millis(ms)),
+            },
+            flush_rows: self.flush_rows.max(1),
+            flush_age: Duration::from_secs(self.flush_age_s),
+        }
+    }
+}
+
+#[derive(Debug, clap::Args)]
 struct StoreArgs {
     /// Where spans are stored (Parquet, partitioned by hour).
     #[arg(long, default_value = "./wiretrace-data", env = "WIRETRACE_DATA_DIR")]
@@ -228,8 +258,9 @@ fn main() -> Result<()> {
                 server,
                 payload_limit,
                 flush_ms,
+                wal,
                 packets,
-            } => up(store, &server, payload_limit, flush_ms, &packets).await,
+            } => up(store, &server, payload_limit, flush_ms, &wal, &packets).await,
             Command::Ingest {
                 what: IngestCommand::Pcap { store, role, files },
             } => ingest_pcap(store, role, &files),
@@ -270,9 +301,11 @@ async fn up(
     server: &ServerArgs,
     payload_limit: u32,
     flush_ms: u64,
+    wal: &WalArgs,
     packets: &PacketArgs,
 ) -> Result<()> {
     let live = Live::start(LiveConfig {
+        store: wal.options(),
         data_dir: &store.data_dir,
         listen: &server.listen,
         access: server.access()?,
@@ -428,8 +461,37 @@ fn ingest_pcap(store: StoreArgs, role: NicRole, files: &[PathBuf]) -> Result<()>
     Ok(())
 }
 
+/// Moves rows a stopped `wiretrace up` left in the write-ahead log into Parquet (unless a
+/// running one holds the log).
+async fn recover(data_dir: &Path) -> Result<()> {
+    let dir = data_dir.to_path_buf();
+    tokio::task::spawn_blocking(move || recover_blocking(&dir))
+        .await
+        .context("recovery task")?
+}
+
+fn recover_blocking(data_dir: &Path) -> Result<()> {
+    match Store::open(data_dir, StoreOptions::default()) {
+        Ok(store) => {
+            let rows = store.flush()?;
+            if rows > 0 {
+                eprintln!("recovered {rows} logged rows into Parquet");
+            }
+            Ok(())
+        }
+        Err(StorageError::Locked { .. }) => {
+            tracing::info!(
+                "a running wiretrace holds the write-ahead log; serving its Parquet files"
+            );
+            Ok(())
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
 async fn serve(store: StoreArgs, args: &ServerArgs) -> Result<()> {
-    let ctx = session_with_memory(&store.data_dir, args.query_memory()).await?;
+    recover(&store.data_dir).await?;
+    let ctx = session_with(&store.data_dir, args.query_memory(), None).await?;
     let server = SqlServer::bind(&args.listen, Arc::new(ctx), args.access()?).await?;
     eprintln!(
         "wiretrace serve: SQL over {} on {}",
@@ -441,6 +503,7 @@ async fn serve(store: StoreArgs, args: &ServerArgs) -> Result<()> {
 }
 
 async fn query(store: StoreArgs, sql: &str) -> Result<()> {
+    recover(&store.data_dir).await?;
     let ctx = session(&store.data_dir).await?;
     let batches = output::run_sql(&ctx, sql).await?;
     println!("{}", output::render(&batches)?);

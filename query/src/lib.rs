@@ -1,6 +1,7 @@
 //! wiretrace's SQL side: a DataFusion session over the span store and a Postgres wire server.
 //!
 //! Layout: `session` builds the SessionContext (tables, pg_catalog, Postgres functions);
+//! `buffered` unions a table's Parquet files with the store's unflushed rows;
 //! `udf/` holds wiretrace's scalar functions (`decap`, `inner_tcp_seq`); `stats` exposes
 //! live counters as a table; `server` is the pgwire accept loop; `guard` refuses
 //! queries nested deep enough to exhaust a stack; `readonly`
@@ -8,6 +9,7 @@
 //! a terminal; `access` admits clients (SCRAM passwords, loopback trust, TLS).
 
 pub mod access;
+pub mod buffered;
 mod cancel;
 mod error;
 pub mod guard;

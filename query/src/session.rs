@@ -16,9 +16,9 @@ use datafusion_postgres::{
     datafusion_pg_catalog::pg_catalog::{context::EmptyContextProvider, setup_pg_catalog},
     datafusion_pg_functions,
 };
-use wiretrace_storage::{paths, schema::tables};
+use wiretrace_storage::{Store, paths, schema::tables};
 
-use crate::{error::QueryError, stats::StatsTable};
+use crate::{buffered::BufferedTable, error::QueryError, stats::StatsTable};
 
 /// Memory all running queries may use together, by default, before one fails with a
 /// resources error.
@@ -29,14 +29,16 @@ pub const CATALOG: &str = "wiretrace";
 
 /// A session over the data dir: `l7_flow_log`, `l4_flow_log`, pg_catalog and information_schema.
 pub async fn session(data_dir: &Path) -> Result<SessionContext, QueryError> {
-    session_with_memory(data_dir, QUERY_MEMORY_LIMIT).await
+    session_with(data_dir, QUERY_MEMORY_LIMIT, None).await
 }
 
-/// [`session`] whose queries together may use at most `memory_limit` bytes: past it, the
-/// query asking for more fails with a resources-exhausted error instead of growing.
-pub async fn session_with_memory(
+/// [`session`] whose queries together may use at most `memory_limit` bytes (past it, the query
+/// asking for more fails with a resources-exhausted error instead of growing), and whose tables
+/// include the rows `store` has not flushed yet.
+pub async fn session_with(
     data_dir: &Path,
     memory_limit: usize,
+    store: Option<Arc<Store>>,
 ) -> Result<SessionContext, QueryError> {
     let config = SessionConfig::new()
         .with_default_catalog_and_schema(CATALOG, "public")
@@ -48,7 +50,7 @@ pub async fn session_with_memory(
         .build_arc()?;
     let mut ctx = SessionContext::new_with_config_rt(config, runtime);
     for (name, schema, _) in tables() {
-        register_table(&ctx, data_dir, name, schema)?;
+        register_table(&ctx, data_dir, name, schema, store.as_ref())?;
     }
     setup_pg_catalog(&ctx, CATALOG, EmptyContextProvider)
         .map_err(|e| QueryError::Catalog(e.to_string()))?;
@@ -58,12 +60,14 @@ pub async fn session_with_memory(
     Ok(ctx)
 }
 
-/// Registers table `name` over its Parquet files under `data_dir` (all partitions).
+/// Registers table `name` over its Parquet files under `data_dir` (all partitions) and, with a
+/// store, its buffered rows.
 fn register_table(
     ctx: &SessionContext,
     data_dir: &Path,
     name: &str,
     schema: SchemaRef,
+    store: Option<&Arc<Store>>,
 ) -> Result<(), QueryError> {
     let dir = paths::table_dir(data_dir, name);
     std::fs::create_dir_all(&dir).map_err(|source| QueryError::Io {
@@ -80,7 +84,14 @@ fn register_table(
     let config = ListingTableConfig::new(url)
         .with_listing_options(options)
         .with_schema(schema);
-    ctx.register_table(name, Arc::new(ListingTable::try_new(config)?))?;
+    let files = Arc::new(ListingTable::try_new(config)?);
+    match store {
+        Some(store) => ctx.register_table(
+            name,
+            Arc::new(BufferedTable::new(files, Arc::clone(store), name)),
+        )?,
+        None => ctx.register_table(name, files)?,
+    };
     Ok(())
 }
 

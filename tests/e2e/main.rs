@@ -5,6 +5,7 @@
 mod bookinfo;
 mod cli;
 mod clients;
+mod durability;
 mod http_capture;
 mod lab;
 mod packet_capture;
