@@ -2,6 +2,7 @@
 
 mod demo;
 mod live;
+mod upkeep;
 
 use std::{
     path::{Path, PathBuf},
@@ -24,7 +25,10 @@ use wiretrace_ingest::{
 };
 use wiretrace_query::{Access, SqlServer, Users, output, session, session::session_with};
 
-use crate::live::{Live, LiveConfig};
+use crate::{
+    live::{Live, LiveConfig},
+    upkeep::RetentionArgs,
+};
 use wiretrace_storage::{FsyncPolicy, StorageError, Store, StoreOptions, TableWriters, schema};
 
 /// Zero-code distributed tracing as an embedded columnar trace database.
@@ -53,6 +57,8 @@ enum Command {
         #[command(flatten)]
         wal: WalArgs,
         #[command(flatten)]
+        keep: RetentionArgs,
+        #[command(flatten)]
         packets: PacketArgs,
     },
     /// Read capture files into the data dir (no root needed).
@@ -66,6 +72,14 @@ enum Command {
         store: StoreArgs,
         #[command(flatten)]
         server: ServerArgs,
+        #[command(flatten)]
+        keep: RetentionArgs,
+    },
+    /// Print a data dir's partitions and quarantined files (moving a leftover write-ahead log
+    /// into Parquet first).
+    Stats {
+        #[command(flatten)]
+        store: StoreArgs,
     },
     /// Write synthetic traces (sidecars, a VXLAN underlay, clock skew) to try queries and
     /// benchmarks without capturing.
@@ -259,12 +273,29 @@ fn main() -> Result<()> {
                 payload_limit,
                 flush_ms,
                 wal,
+                keep,
                 packets,
-            } => up(store, &server, payload_limit, flush_ms, &wal, &packets).await,
+            } => {
+                up(
+                    store,
+                    &server,
+                    payload_limit,
+                    flush_ms,
+                    &wal,
+                    keep,
+                    &packets,
+                )
+                .await
+            }
             Command::Ingest {
                 what: IngestCommand::Pcap { store, role, files },
             } => ingest_pcap(store, role, &files),
-            Command::Serve { store, server } => serve(store, &server).await,
+            Command::Serve {
+                store,
+                server,
+                keep,
+            } => serve(store, &server, keep).await,
+            Command::Stats { store } => stats(store).await,
             Command::Generate {
                 store,
                 traces,
@@ -302,6 +333,7 @@ async fn up(
     payload_limit: u32,
     flush_ms: u64,
     wal: &WalArgs,
+    keep: RetentionArgs,
     packets: &PacketArgs,
 ) -> Result<()> {
     let live = Live::start(LiveConfig {
@@ -329,8 +361,10 @@ async fn up(
         live.addr.ip(),
         live.addr.port()
     );
+    let upkeep = tokio::spawn(upkeep::run(store.data_dir.clone(), keep));
     shutdown_signal().await;
     eprintln!("wiretrace up: stopping");
+    upkeep.abort();
     live.stop().await
 }
 
@@ -489,8 +523,9 @@ fn recover_blocking(data_dir: &Path) -> Result<()> {
     }
 }
 
-async fn serve(store: StoreArgs, args: &ServerArgs) -> Result<()> {
+async fn serve(store: StoreArgs, args: &ServerArgs, keep: RetentionArgs) -> Result<()> {
     recover(&store.data_dir).await?;
+    let upkeep = tokio::spawn(upkeep::run(store.data_dir.clone(), keep));
     let ctx = session_with(&store.data_dir, args.query_memory(), None).await?;
     let server = SqlServer::bind(&args.listen, Arc::new(ctx), args.access()?).await?;
     eprintln!(
@@ -499,6 +534,22 @@ async fn serve(store: StoreArgs, args: &ServerArgs) -> Result<()> {
         server.local_addr()?
     );
     server.serve(shutdown_signal()).await?;
+    upkeep.abort();
+    Ok(())
+}
+
+async fn stats(store: StoreArgs) -> Result<()> {
+    recover(&store.data_dir).await?;
+    let ctx = session(&store.data_dir).await?;
+    for sql in [
+        "select table_name, count(*) as partitions, sum(files) as files, sum(bytes) as bytes, \
+         min(start) as oldest, max(start) as newest from storage_partitions group by table_name \
+         order by table_name",
+        "select * from storage_partitions order by start desc, table_name limit 24",
+        "select * from storage_quarantine",
+    ] {
+        println!("{}", output::render(&output::run_sql(&ctx, sql).await?)?);
+    }
     Ok(())
 }
 

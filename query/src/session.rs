@@ -52,6 +52,13 @@ pub async fn session_with(
     for (name, schema, _) in tables() {
         register_table(&ctx, data_dir, name, schema, store.as_ref())?;
     }
+    let dir = data_dir.to_path_buf();
+    register_stats(
+        &ctx,
+        "storage_partitions",
+        StatsTable::partitions(dir.clone()),
+    )?;
+    register_stats(&ctx, "storage_quarantine", StatsTable::quarantine(dir))?;
     setup_pg_catalog(&ctx, CATALOG, EmptyContextProvider)
         .map_err(|e| QueryError::Catalog(e.to_string()))?;
     datafusion_pg_functions::register_all(&mut ctx);

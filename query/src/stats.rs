@@ -1,26 +1,31 @@
-//! A table whose rows are read from live counters at query time (name, value, description).
+//! Tables whose rows are computed at query time: live counters (name, value, description) and
+//! the storage views (`storage_partitions`, `storage_quarantine`).
 
-use std::{fmt, sync::Arc};
+use std::{fmt, path::PathBuf, sync::Arc};
 
 use arrow::{
-    array::{RecordBatch, StringArray, UInt64Array},
-    datatypes::{DataType, Field, Schema, SchemaRef},
+    array::{RecordBatch, StringArray, TimestampMicrosecondArray, UInt64Array},
+    datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit},
 };
 use async_trait::async_trait;
 use datafusion::{
     catalog::{Session, TableProvider},
     datasource::{TableType, memory::MemorySourceConfig},
-    error::Result,
+    error::{DataFusionError, Result},
     logical_expr::Expr,
     physical_plan::ExecutionPlan,
 };
+use wiretrace_storage::maintain;
 
 /// Source of counter rows: (name, value, description).
 pub type CounterSource = Arc<dyn Fn() -> Vec<(&'static str, u64, &'static str)> + Send + Sync>;
 
-/// Counters as a SQL table with columns `name`, `value`, `description`.
+/// Source of a computed table's rows.
+pub type BatchSource = Arc<dyn Fn() -> Result<RecordBatch> + Send + Sync>;
+
+/// A table computed on every scan.
 pub struct StatsTable {
-    source: CounterSource,
+    source: BatchSource,
     schema: SchemaRef,
 }
 
@@ -31,14 +36,102 @@ impl fmt::Debug for StatsTable {
 }
 
 impl StatsTable {
-    /// A table reading `source` on every scan.
-    pub fn new(source: CounterSource) -> Self {
+    /// Counters as a table with columns `name`, `value`, `description`, read on every scan.
+    pub fn new(counters: CounterSource) -> Self {
         let schema = Arc::new(Schema::new(vec![
             Field::new("name", DataType::Utf8, false),
             Field::new("value", DataType::UInt64, false),
             Field::new("description", DataType::Utf8, false),
         ]));
+        let out = Arc::clone(&schema);
+        Self::computed(
+            schema,
+            Arc::new(move || {
+                let rows = counters();
+                Ok(RecordBatch::try_new(
+                    Arc::clone(&out),
+                    vec![
+                        Arc::new(rows.iter().map(|r| Some(r.0)).collect::<StringArray>()),
+                        Arc::new(rows.iter().map(|r| r.1).collect::<UInt64Array>()),
+                        Arc::new(rows.iter().map(|r| Some(r.2)).collect::<StringArray>()),
+                    ],
+                )?)
+            }),
+        )
+    }
+
+    /// A table of `schema` whose rows `source` computes on every scan.
+    pub fn computed(schema: SchemaRef, source: BatchSource) -> Self {
         Self { source, schema }
+    }
+
+    /// `storage_partitions`: table_name, partition, start, files, bytes of every hour partition
+    /// under `data_dir`.
+    pub fn partitions(data_dir: PathBuf) -> Self {
+        let ts = DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into()));
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("table_name", DataType::Utf8, false),
+            Field::new("partition", DataType::Utf8, false),
+            Field::new("start", ts, false),
+            Field::new("files", DataType::UInt64, false),
+            Field::new("bytes", DataType::UInt64, false),
+        ]));
+        let out = Arc::clone(&schema);
+        Self::computed(
+            schema,
+            Arc::new(move || {
+                let parts = maintain::partitions(&data_dir)
+                    .map_err(|e| DataFusionError::External(Box::new(e)))?;
+                Ok(RecordBatch::try_new(
+                    Arc::clone(&out),
+                    vec![
+                        Arc::new(parts.iter().map(|p| Some(p.table)).collect::<StringArray>()),
+                        Arc::new(
+                            parts
+                                .iter()
+                                .map(|p| Some(p.name.as_str()))
+                                .collect::<StringArray>(),
+                        ),
+                        Arc::new(
+                            parts
+                                .iter()
+                                .map(|p| Some(p.start.timestamp_micros()))
+                                .collect::<TimestampMicrosecondArray>()
+                                .with_timezone("UTC"),
+                        ),
+                        Arc::new(parts.iter().map(|p| p.files).collect::<UInt64Array>()),
+                        Arc::new(parts.iter().map(|p| p.bytes).collect::<UInt64Array>()),
+                    ],
+                )?)
+            }),
+        )
+    }
+
+    /// `storage_quarantine`: path and bytes of every file moved aside as unreadable.
+    pub fn quarantine(data_dir: PathBuf) -> Self {
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("path", DataType::Utf8, false),
+            Field::new("bytes", DataType::UInt64, false),
+        ]));
+        let out = Arc::clone(&schema);
+        Self::computed(
+            schema,
+            Arc::new(move || {
+                let files = maintain::quarantined(&data_dir);
+                Ok(RecordBatch::try_new(
+                    Arc::clone(&out),
+                    vec![
+                        Arc::new(
+                            files
+                                .iter()
+                                .map(|(p, _)| Some(p.display().to_string()))
+                                .collect::<StringArray>(),
+                        ),
+                        Arc::new(files.iter().map(|(_, b)| *b).collect::<UInt64Array>()),
+                    ],
+                )?)
+            }),
+        )
     }
 }
 
@@ -59,15 +152,7 @@ impl TableProvider for StatsTable {
         _filters: &[Expr],
         _limit: Option<usize>,
     ) -> Result<Arc<dyn ExecutionPlan>> {
-        let rows = (self.source)();
-        let batch = RecordBatch::try_new(
-            Arc::clone(&self.schema),
-            vec![
-                Arc::new(rows.iter().map(|r| Some(r.0)).collect::<StringArray>()),
-                Arc::new(rows.iter().map(|r| r.1).collect::<UInt64Array>()),
-                Arc::new(rows.iter().map(|r| Some(r.2)).collect::<StringArray>()),
-            ],
-        )?;
+        let batch = (self.source)()?;
         let exec: Arc<dyn ExecutionPlan> = MemorySourceConfig::try_new_exec(
             &[vec![batch]],
             Arc::clone(&self.schema),

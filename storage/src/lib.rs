@@ -4,9 +4,11 @@
 //! every path under the data dir; `writer.rs` turns batches into hour-partitioned, zstd
 //! Parquet files with bloom filters on the trace lookup keys; `wal.rs` logs appended batches
 //! (Arrow IPC) until they are in Parquet; `store.rs` joins log, in-memory buffer and writer
-//! into what ingest appends to and queries read; `error.rs` is the crate's error.
+//! into what ingest appends to and queries read; `maintain.rs` quarantines unreadable files and
+//! applies retention; `error.rs` is the crate's error.
 
 mod error;
+pub mod maintain;
 pub mod paths;
 pub mod schema;
 mod store;

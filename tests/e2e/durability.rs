@@ -84,3 +84,56 @@ fn kill_9_loses_no_acknowledged_span_and_doubles_none() {
         after.len()
     );
 }
+
+/// A truncated Parquet file is moved to quarantine (and listed in `storage_quarantine`) while
+/// queries go on over the rest; partitions past `--retention-hours` are dropped.
+#[test]
+fn corrupt_files_are_quarantined_and_old_partitions_dropped() {
+    let mut victim = std::path::PathBuf::new();
+    let wt = Wiretrace::serve_prepared(
+        |dir| {
+            let mut generate = Command::new(env!("CARGO_BIN_EXE_wiretrace"));
+            generate
+                .args([
+                    "generate",
+                    "--traces",
+                    "2000",
+                    "--spread-s",
+                    "10800",
+                    "--data-dir",
+                ])
+                .arg(dir);
+            output_lines(generate);
+            let mut files: Vec<_> = std::fs::read_dir(dir.join("l7_flow_log"))
+                .unwrap()
+                .flatten()
+                .flat_map(|d| std::fs::read_dir(d.path()).unwrap().flatten())
+                .flat_map(|h| std::fs::read_dir(h.path()).unwrap().flatten())
+                .map(|f| f.path())
+                .collect();
+            files.sort();
+            assert!(
+                files.len() >= 4,
+                "3 hours of spans span 4 partitions: {files:?}"
+            );
+            victim = files.last().unwrap().clone();
+            let bytes = std::fs::read(&victim).unwrap();
+            std::fs::write(&victim, &bytes[..bytes.len() / 2]).unwrap();
+        },
+        &["--retention-hours", "1"],
+    );
+    let quarantined = wt.wait_rows("select path from storage_quarantine", 1);
+    assert!(
+        quarantined[0][0].ends_with(victim.file_name().unwrap().to_str().unwrap()),
+        "{quarantined:?}"
+    );
+    assert!(!victim.exists());
+    // Hours that ended over an hour ago are gone; the newest two (at most) remain.
+    let parts =
+        wt.psql("select partition from storage_partitions where table_name = 'l7_flow_log'");
+    assert!(!parts.is_empty() && parts.len() <= 2, "{parts:?}");
+    let n: u64 = wt.psql("select count(*) from l7_flow_log")[0][0]
+        .parse()
+        .unwrap();
+    assert!(n > 0, "the remaining files are queryable");
+}

@@ -142,8 +142,20 @@ impl Wiretrace {
         Self::start(&args)
     }
 
-    fn start(args: &[&str]) -> Self {
+    /// Starts `wiretrace serve` with extra arguments over a data dir `prepare` fills first.
+    pub(crate) fn serve_prepared(prepare: impl FnOnce(&Path), extra: &[&str]) -> Self {
         let data = tempfile::tempdir().expect("temp dir");
+        prepare(data.path());
+        let mut args = vec!["serve"];
+        args.extend(extra);
+        Self::start_in(data, &args)
+    }
+
+    fn start(args: &[&str]) -> Self {
+        Self::start_in(tempfile::tempdir().expect("temp dir"), args)
+    }
+
+    fn start_in(data: tempfile::TempDir, args: &[&str]) -> Self {
         let port = free_port();
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_wiretrace"));
         cmd.args(args)

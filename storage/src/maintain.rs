@@ -1,0 +1,207 @@
+//! Keeping a data dir healthy: unreadable Parquet files moved aside (quarantine) so queries
+//! go on over the rest, old partitions dropped (retention by age and by total size), and the
+//! per-partition counts `wiretrace stats` and the `storage_partitions` table show.
+
+use std::{
+    collections::HashSet,
+    fs,
+    path::{Path, PathBuf},
+    time::{Duration, SystemTime},
+};
+
+use chrono::{DateTime, NaiveDate, NaiveTime, Utc};
+use parquet::file::metadata::ParquetMetaDataReader;
+
+use crate::{
+    error::{Result, StorageError},
+    schema::tables,
+};
+
+/// Where unreadable files go: `DATA/quarantine/<table>/<partition path with _>_<file>`.
+pub const QUARANTINE_DIR: &str = "quarantine";
+
+/// One hour partition of a table.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Partition {
+    /// The table.
+    pub table: &'static str,
+    /// `dt=YYYY-MM-DD/hr=HH`.
+    pub name: String,
+    /// Its folder.
+    pub dir: PathBuf,
+    /// The hour it starts.
+    pub start: DateTime<Utc>,
+    /// Parquet files in it.
+    pub files: u64,
+    /// Their bytes.
+    pub bytes: u64,
+}
+
+/// A file moved to quarantine.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Quarantined {
+    /// Where it was.
+    pub from: PathBuf,
+    /// Where it is now.
+    pub to: PathBuf,
+    /// Why it could not be read.
+    pub reason: String,
+}
+
+fn io<'a>(op: &'static str, path: &'a Path) -> impl FnOnce(std::io::Error) -> StorageError + 'a {
+    move |source| StorageError::Io {
+        op,
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// Every hour partition of every table, oldest first.
+pub fn partitions(data_dir: &Path) -> Result<Vec<Partition>> {
+    let mut all = Vec::new();
+    for (table, _, _) in tables() {
+        let tdir = data_dir.join(table);
+        let Ok(days) = fs::read_dir(&tdir) else {
+            continue;
+        };
+        for day in days.flatten() {
+            let dname = day.file_name().to_string_lossy().into_owned();
+            let Some(date) = dname
+                .strip_prefix("dt=")
+                .and_then(|d| NaiveDate::parse_from_str(d, "%Y-%m-%d").ok())
+            else {
+                continue;
+            };
+            for hour in fs::read_dir(day.path())
+                .map_err(io("listing", &day.path()))?
+                .flatten()
+            {
+                let hname = hour.file_name().to_string_lossy().into_owned();
+                let Some(h) = hname
+                    .strip_prefix("hr=")
+                    .and_then(|h| h.parse::<u32>().ok())
+                else {
+                    continue;
+                };
+                let Some(time) = NaiveTime::from_hms_opt(h, 0, 0) else {
+                    continue;
+                };
+                let (mut files, mut bytes) = (0, 0);
+                for f in parquet_files(&hour.path())? {
+                    files += 1;
+                    bytes += fs::metadata(&f).map(|m| m.len()).unwrap_or(0);
+                }
+                all.push(Partition {
+                    table,
+                    name: format!("{dname}/{hname}"),
+                    dir: hour.path(),
+                    start: date.and_time(time).and_utc(),
+                    files,
+                    bytes,
+                });
+            }
+        }
+    }
+    all.sort_by(|a, b| (a.start, a.table).cmp(&(b.start, b.table)));
+    Ok(all)
+}
+
+fn parquet_files(dir: &Path) -> Result<Vec<PathBuf>> {
+    Ok(fs::read_dir(dir)
+        .map_err(io("listing", dir))?
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|x| x == "parquet"))
+        .collect())
+}
+
+/// Moves every Parquet file whose footer cannot be read to quarantine (files in `checked`
+/// are skipped; files found readable are added to it).
+pub fn quarantine_unreadable(
+    data_dir: &Path,
+    checked: &mut HashSet<PathBuf>,
+) -> Result<Vec<Quarantined>> {
+    let mut moved = Vec::new();
+    for p in partitions(data_dir)? {
+        for file in parquet_files(&p.dir)? {
+            if checked.contains(&file) {
+                continue;
+            }
+            let read = fs::File::open(&file)
+                .map_err(|e| e.to_string())
+                .and_then(|f| {
+                    ParquetMetaDataReader::new()
+                        .parse_and_finish(&f)
+                        .map_err(|e| e.to_string())
+                });
+            match read {
+                Ok(_) => {
+                    checked.insert(file);
+                }
+                Err(reason) => {
+                    let qdir = data_dir.join(QUARANTINE_DIR).join(p.table);
+                    fs::create_dir_all(&qdir).map_err(io("creating", &qdir))?;
+                    let name = format!(
+                        "{}_{}",
+                        p.name.replace('/', "_"),
+                        file.file_name().unwrap_or_default().to_string_lossy()
+                    );
+                    let to = qdir.join(name);
+                    fs::rename(&file, &to).map_err(io("quarantining", &file))?;
+                    tracing::warn!(from = %file.display(), to = %to.display(), %reason, "unreadable Parquet file quarantined");
+                    moved.push(Quarantined {
+                        from: file,
+                        to,
+                        reason,
+                    });
+                }
+            }
+        }
+    }
+    Ok(moved)
+}
+
+/// Files in quarantine, with their bytes.
+pub fn quarantined(data_dir: &Path) -> Vec<(PathBuf, u64)> {
+    let mut out = Vec::new();
+    for (table, _, _) in tables() {
+        let dir = data_dir.join(QUARANTINE_DIR).join(table);
+        for f in fs::read_dir(dir).into_iter().flatten().flatten() {
+            out.push((f.path(), f.metadata().map(|m| m.len()).unwrap_or(0)));
+        }
+    }
+    out.sort();
+    out
+}
+
+/// Drops whole partitions: those whose hour ended more than `max_age` ago, then the oldest
+/// until all partitions together take at most `max_bytes`. Returns the dropped ones.
+pub fn retain(
+    data_dir: &Path,
+    max_age: Option<Duration>,
+    max_bytes: Option<u64>,
+) -> Result<Vec<Partition>> {
+    let now: DateTime<Utc> = SystemTime::now().into();
+    let mut all = partitions(data_dir)?;
+    let mut total: u64 = all.iter().map(|p| p.bytes).sum();
+    let mut dropped = Vec::new();
+    all.reverse(); // newest first; pop() gives the oldest
+    while let Some(p) = all.pop() {
+        let end = p.start + chrono::Duration::hours(1);
+        let too_old = max_age
+            .is_some_and(|age| chrono::Duration::from_std(age).is_ok_and(|age| now - end > age));
+        let too_big = max_bytes.is_some_and(|max| total > max);
+        if !(too_old || too_big) {
+            continue;
+        }
+        fs::remove_dir_all(&p.dir).map_err(io("removing", &p.dir))?;
+        if let Some(day) = p.dir.parent() {
+            // The day folder goes with its last hour.
+            let _ = fs::remove_dir(day);
+        }
+        tracing::info!(table = p.table, partition = %p.name, bytes = p.bytes, "partition dropped by retention");
+        total -= p.bytes;
+        dropped.push(p);
+    }
+    Ok(dropped)
+}
