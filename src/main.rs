@@ -230,6 +230,10 @@ struct WalArgs {
     /// Write buffered spans to Parquet once the oldest is this old (s).
     #[arg(long, default_value_t = 10)]
     flush_age_s: u64,
+    /// Most memory buffered spans may take (MiB); past it batches are dropped and counted
+    /// (`store_counters.refused_rows`) until a flush makes room.
+    #[arg(long, default_value_t = 1024)]
+    max_buffer_mib: u64,
 }
 
 impl WalArgs {
@@ -241,6 +245,7 @@ impl WalArgs {
             },
             flush_rows: self.flush_rows.max(1),
             flush_age: Duration::from_secs(self.flush_age_s),
+            max_buffer_bytes: self.max_buffer_mib << 20,
         }
     }
 }

@@ -28,6 +28,12 @@ pub enum StorageError {
     /// An Arrow computation on a batch failed.
     #[error("arrow: {0}")]
     Arrow(#[from] arrow::error::ArrowError),
+    /// The in-memory buffer is at its limit (flushes are not keeping up or failing).
+    #[error("span buffer full ({bytes} bytes): batch refused")]
+    Full {
+        /// Bytes buffered.
+        bytes: u64,
+    },
     /// Another process holds the write-ahead log.
     #[error("{path} is locked: another wiretrace writes to this data dir")]
     Locked {

@@ -14,7 +14,7 @@ use std::{
 use arrow::array::RecordBatch;
 
 use crate::{
-    error::Result,
+    error::{Result, StorageError},
     wal::{FsyncPolicy, Wal},
     writer::TableWriters,
 };
@@ -28,6 +28,9 @@ pub struct StoreOptions {
     pub flush_rows: usize,
     /// Flush once the oldest buffered row is this old.
     pub flush_age: Duration,
+    /// Most memory the buffer may hold: appends past it are refused (and counted) until a
+    /// flush makes room — when flushes fail, e.g. on a full disk.
+    pub max_buffer_bytes: u64,
 }
 
 impl Default for StoreOptions {
@@ -36,6 +39,7 @@ impl Default for StoreOptions {
             fsync: FsyncPolicy::EveryBatch,
             flush_rows: 256 * 1024,
             flush_age: Duration::from_secs(10),
+            max_buffer_bytes: 1 << 30,
         }
     }
 }
@@ -53,6 +57,8 @@ pub struct StoreStats {
     pub flushes: u64,
     /// Rows written to Parquet since start.
     pub flushed_rows: u64,
+    /// Rows refused because the buffer was full.
+    pub refused_rows: u64,
 }
 
 #[derive(Debug)]
@@ -112,6 +118,12 @@ impl Store {
     pub fn append(&self, table: &str, batch: RecordBatch) -> Result<()> {
         self.writers.get(table)?;
         let mut inner = self.inner();
+        if inner.stats.buffered_bytes >= self.options.max_buffer_bytes {
+            inner.stats.refused_rows += batch.num_rows() as u64;
+            return Err(StorageError::Full {
+                bytes: inner.stats.buffered_bytes,
+            });
+        }
         inner.wal.append(table, &batch)?;
         let seq = inner.wal.seq();
         inner.stats.buffered_rows += batch.num_rows() as u64;
@@ -316,6 +328,25 @@ mod tests {
         assert_eq!(parquet_ids(dir.path()), (0..15).collect::<Vec<_>>());
         assert!(buffered_ids(&store).is_empty());
         assert_eq!(store.stats().wal_bytes, 0);
+    }
+
+    #[test]
+    fn a_full_buffer_refuses_and_counts_until_a_flush() {
+        let dir = tempfile::tempdir().unwrap();
+        let options = StoreOptions {
+            max_buffer_bytes: 1,
+            ..StoreOptions::default()
+        };
+        let store = Store::open(dir.path(), options).unwrap();
+        store.append(L7_FLOW_LOG, spans(0..3)).unwrap();
+        assert!(matches!(
+            store.append(L7_FLOW_LOG, spans(3..5)),
+            Err(StorageError::Full { .. })
+        ));
+        assert_eq!(store.stats().refused_rows, 2);
+        store.flush().unwrap();
+        store.append(L7_FLOW_LOG, spans(5..6)).unwrap();
+        assert_eq!(buffered_ids(&store), vec![5]);
     }
 
     #[test]
