@@ -41,8 +41,8 @@ fn kill_9_loses_no_acknowledged_span_and_doubles_none() {
     let site = tempfile::tempdir().unwrap();
     let port = free_port();
     let _server = http_server("127.0.0.1", port, "HTTP/1.0", site.path());
-    // `up_with` hands spans to the store every 200 ms; Parquet flushes come every second.
-    let wt = Wiretrace::up_with(&["--no-packets".into(), "--flush-age-s".into(), "1".into()]);
+    // Spans reach the store every 200 ms; Parquet flushes come every second.
+    let wt = Wiretrace::up_with(&["--no-packets".into()]);
     let stop = AtomicBool::new(false);
     let mut seen = BTreeSet::new();
     std::thread::scope(|s| {

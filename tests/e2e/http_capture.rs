@@ -93,7 +93,12 @@ fn keep_alive_requests_pair_client_and_server_spans() {
         "one keep-alive connection"
     );
 
-    // The Parquet files, read by pyarrow, hold exactly what SQL returned.
+    // The Parquet files, read by pyarrow, hold exactly what SQL returned once the store has
+    // flushed its buffer (after 1 s here, see `up()` above).
+    wt.wait_rows(
+        "select value from store_counters where name = 'buffered_rows' and value = 0",
+        1,
+    );
     let sql: Vec<String> = wt
         .psql(&format!(
             "select _id, req_tcp_seq, resp_tcp_seq, request_resource from l7_flow_log \

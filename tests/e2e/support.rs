@@ -118,14 +118,15 @@ pub(crate) struct Wiretrace {
 }
 
 impl Wiretrace {
-    /// Starts `wiretrace up` (capture + SQL) and waits for its SQL port.
+    /// Starts `wiretrace up` (capture + SQL; spans handed to the store every 200 ms, flushed to
+    /// Parquet after 1 s) and waits for its SQL port.
     pub(crate) fn up() -> Self {
-        Self::start(&["up", "--flush-ms", "200"])
+        Self::up_with(&[])
     }
 
     /// Starts `wiretrace up` with extra arguments.
     pub(crate) fn up_with(extra: &[String]) -> Self {
-        let mut args = vec!["up", "--flush-ms", "200"];
+        let mut args = vec!["up", "--flush-ms", "200", "--flush-age-s", "1"];
         args.extend(extra.iter().map(String::as_str));
         Self::start(&args)
     }
