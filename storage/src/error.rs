@@ -1,6 +1,6 @@
 //! Errors at the storage boundary.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 /// What can go wrong storing or reading spans.
 #[derive(Debug, thiserror::Error)]
@@ -48,6 +48,18 @@ pub enum StorageError {
         /// What differs.
         detail: String,
     },
+}
+
+/// Maps an OS error while doing `op` on `path` to [`StorageError::Io`].
+pub(crate) fn io<'a>(
+    op: &'static str,
+    path: &'a Path,
+) -> impl FnOnce(std::io::Error) -> StorageError + 'a {
+    move |source| StorageError::Io {
+        op,
+        path: path.to_path_buf(),
+        source,
+    }
 }
 
 /// Result with [`StorageError`].

@@ -13,7 +13,7 @@ use chrono::{DateTime, NaiveDate, NaiveTime, Utc};
 use parquet::file::metadata::ParquetMetaDataReader;
 
 use crate::{
-    error::{Result, StorageError},
+    error::{Result, io},
     schema::tables,
 };
 
@@ -46,14 +46,6 @@ pub struct Quarantined {
     pub to: PathBuf,
     /// Why it could not be read.
     pub reason: String,
-}
-
-fn io<'a>(op: &'static str, path: &'a Path) -> impl FnOnce(std::io::Error) -> StorageError + 'a {
-    move |source| StorageError::Io {
-        op,
-        path: path.to_path_buf(),
-        source,
-    }
 }
 
 /// Every hour partition of every table, oldest first.

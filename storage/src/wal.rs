@@ -22,7 +22,7 @@ use arrow::{
 };
 
 use crate::{
-    error::{Result, StorageError},
+    error::{Result, StorageError, io},
     writer::Staged,
 };
 
@@ -65,14 +65,6 @@ pub struct Replayed {
     pub seq: u64,
     /// The rows.
     pub batch: RecordBatch,
-}
-
-fn io<'a>(op: &'static str, path: &'a Path) -> impl FnOnce(std::io::Error) -> StorageError + 'a {
-    move |source| StorageError::Io {
-        op,
-        path: path.to_path_buf(),
-        source,
-    }
 }
 
 impl Wal {
