@@ -100,6 +100,11 @@ fn store_counters(store: &Store) -> Vec<(&'static str, u64, &'static str)> {
             s.flushed_rows,
             "rows written to Parquet since start",
         ),
+        (
+            "refused_rows",
+            s.refused_rows,
+            "rows dropped because the buffer was full",
+        ),
     ]
 }
 
