@@ -78,7 +78,7 @@ pub(crate) async fn bookinfo(args: BookinfoArgs) -> Result<()> {
     }
     write_lab(&args.lab_dir)?;
     if args.down {
-        lab(&args.lab_dir, &["down", PREFIX])?;
+        lab(&args.lab_dir, "down")?;
         println!("Bookinfo lab removed");
         return Ok(());
     }
@@ -86,7 +86,7 @@ pub(crate) async fn bookinfo(args: BookinfoArgs) -> Result<()> {
         "starting Bookinfo: 2 nodes, 5 pods (Python, Ruby, Java, Node.js apps, nginx sidecars)",
     );
     spinner.enable_steady_tick(Duration::from_millis(120));
-    lab(&args.lab_dir, &["up", PREFIX])?;
+    lab(&args.lab_dir, "up")?;
     spinner.set_message("loading the eBPF programs and opening the packet captures");
     let live = Live::start(LiveConfig {
         data_dir: &args.data_dir,
@@ -108,7 +108,7 @@ pub(crate) async fn bookinfo(args: BookinfoArgs) -> Result<()> {
         Ok(l) => l,
         Err(e) => {
             spinner.finish_and_clear();
-            let _ = lab(&args.lab_dir, &["down", PREFIX]);
+            let _ = lab(&args.lab_dir, "down");
             return Err(e);
         }
     };
@@ -154,7 +154,7 @@ pub(crate) async fn bookinfo(args: BookinfoArgs) -> Result<()> {
     eprintln!("demo: stopping");
     let stopped = live.stop().await;
     if !args.keep {
-        lab(&args.lab_dir, &["down", PREFIX])?;
+        lab(&args.lab_dir, "down")?;
     }
     stopped
 }
@@ -282,33 +282,28 @@ fn write_lab(dir: &Path) -> Result<()> {
     Ok(())
 }
 
-/// Runs bookinfo.sh `args` (with the lab dir as the last argument for up/down).
-fn lab(dir: &Path, args: &[&str]) -> Result<()> {
+/// Builds (`up`) or removes (`down`) the lab, its logs and pid files under `dir/run`.
+fn lab(dir: &Path, action: &str) -> Result<()> {
+    let run = dir.join("run");
+    script(dir, &[action, PREFIX, &run.to_string_lossy()])
+}
+
+/// One request from the loadgenerator pod.
+fn request(dir: &Path) -> Result<()> {
+    script(dir, &["request", PREFIX])
+}
+
+/// Runs bookinfo.sh `args`; a failure names the action, its stderr and where the logs are.
+fn script(dir: &Path, args: &[&str]) -> Result<()> {
     let out = Command::new(dir.join("bookinfo.sh"))
         .args(args)
-        .arg(dir.join("run"))
         .output()
-        .context("running bookinfo.sh")?;
+        .with_context(|| format!("running bookinfo.sh {}", args[0]))?;
     if !out.status.success() {
         bail!(
             "bookinfo.sh {} failed: {}(logs in {})",
             args[0],
             String::from_utf8_lossy(&out.stderr),
-            dir.join("run").display()
-        );
-    }
-    Ok(())
-}
-
-/// One request from the loadgenerator pod.
-fn request(dir: &Path) -> Result<()> {
-    let out = Command::new(dir.join("bookinfo.sh"))
-        .args(["request", PREFIX])
-        .output()
-        .context("running bookinfo.sh request")?;
-    if !out.status.success() {
-        bail!(
-            "the request through Bookinfo failed (logs in {})",
             dir.join("run").display()
         );
     }

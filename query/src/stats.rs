@@ -4,7 +4,7 @@
 use std::{fmt, path::PathBuf, sync::Arc};
 
 use arrow::{
-    array::{RecordBatch, StringArray, TimestampMicrosecondArray, UInt64Array},
+    array::{ArrayRef, RecordBatch, StringArray, TimestampMicrosecondArray, UInt64Array},
     datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit},
 };
 use async_trait::async_trait;
@@ -20,12 +20,12 @@ use wiretrace_storage::maintain;
 /// Source of counter rows: (name, value, description).
 pub type CounterSource = Arc<dyn Fn() -> Vec<(&'static str, u64, &'static str)> + Send + Sync>;
 
-/// Source of a computed table's rows.
-pub type BatchSource = Arc<dyn Fn() -> Result<RecordBatch> + Send + Sync>;
+/// Source of a computed table's columns.
+type ColumnSource = Arc<dyn Fn() -> Result<Vec<ArrayRef>> + Send + Sync>;
 
 /// A table computed on every scan.
 pub struct StatsTable {
-    source: BatchSource,
+    source: ColumnSource,
     schema: SchemaRef,
 }
 
@@ -43,25 +43,21 @@ impl StatsTable {
             Field::new("value", DataType::UInt64, false),
             Field::new("description", DataType::Utf8, false),
         ]));
-        let out = Arc::clone(&schema);
         Self::computed(
             schema,
             Arc::new(move || {
                 let rows = counters();
-                Ok(RecordBatch::try_new(
-                    Arc::clone(&out),
-                    vec![
-                        Arc::new(rows.iter().map(|r| Some(r.0)).collect::<StringArray>()),
-                        Arc::new(rows.iter().map(|r| r.1).collect::<UInt64Array>()),
-                        Arc::new(rows.iter().map(|r| Some(r.2)).collect::<StringArray>()),
-                    ],
-                )?)
+                Ok(vec![
+                    Arc::new(rows.iter().map(|r| Some(r.0)).collect::<StringArray>()),
+                    Arc::new(rows.iter().map(|r| r.1).collect::<UInt64Array>()),
+                    Arc::new(rows.iter().map(|r| Some(r.2)).collect::<StringArray>()),
+                ])
             }),
         )
     }
 
-    /// A table of `schema` whose rows `source` computes on every scan.
-    pub fn computed(schema: SchemaRef, source: BatchSource) -> Self {
+    /// A table of `schema` whose columns `source` computes on every scan.
+    fn computed(schema: SchemaRef, source: ColumnSource) -> Self {
         Self { source, schema }
     }
 
@@ -76,33 +72,29 @@ impl StatsTable {
             Field::new("files", DataType::UInt64, false),
             Field::new("bytes", DataType::UInt64, false),
         ]));
-        let out = Arc::clone(&schema);
         Self::computed(
             schema,
             Arc::new(move || {
                 let parts = maintain::partitions(&data_dir)
                     .map_err(|e| DataFusionError::External(Box::new(e)))?;
-                Ok(RecordBatch::try_new(
-                    Arc::clone(&out),
-                    vec![
-                        Arc::new(parts.iter().map(|p| Some(p.table)).collect::<StringArray>()),
-                        Arc::new(
-                            parts
-                                .iter()
-                                .map(|p| Some(p.name.as_str()))
-                                .collect::<StringArray>(),
-                        ),
-                        Arc::new(
-                            parts
-                                .iter()
-                                .map(|p| Some(p.start.timestamp_micros()))
-                                .collect::<TimestampMicrosecondArray>()
-                                .with_timezone("UTC"),
-                        ),
-                        Arc::new(parts.iter().map(|p| p.files).collect::<UInt64Array>()),
-                        Arc::new(parts.iter().map(|p| p.bytes).collect::<UInt64Array>()),
-                    ],
-                )?)
+                Ok(vec![
+                    Arc::new(parts.iter().map(|p| Some(p.table)).collect::<StringArray>()),
+                    Arc::new(
+                        parts
+                            .iter()
+                            .map(|p| Some(p.name.as_str()))
+                            .collect::<StringArray>(),
+                    ),
+                    Arc::new(
+                        parts
+                            .iter()
+                            .map(|p| Some(p.start.timestamp_micros()))
+                            .collect::<TimestampMicrosecondArray>()
+                            .with_timezone("UTC"),
+                    ),
+                    Arc::new(parts.iter().map(|p| p.files).collect::<UInt64Array>()),
+                    Arc::new(parts.iter().map(|p| p.bytes).collect::<UInt64Array>()),
+                ])
             }),
         )
     }
@@ -113,23 +105,19 @@ impl StatsTable {
             Field::new("path", DataType::Utf8, false),
             Field::new("bytes", DataType::UInt64, false),
         ]));
-        let out = Arc::clone(&schema);
         Self::computed(
             schema,
             Arc::new(move || {
                 let files = maintain::quarantined(&data_dir);
-                Ok(RecordBatch::try_new(
-                    Arc::clone(&out),
-                    vec![
-                        Arc::new(
-                            files
-                                .iter()
-                                .map(|(p, _)| Some(p.display().to_string()))
-                                .collect::<StringArray>(),
-                        ),
-                        Arc::new(files.iter().map(|(_, b)| *b).collect::<UInt64Array>()),
-                    ],
-                )?)
+                Ok(vec![
+                    Arc::new(
+                        files
+                            .iter()
+                            .map(|(p, _)| Some(p.display().to_string()))
+                            .collect::<StringArray>(),
+                    ),
+                    Arc::new(files.iter().map(|(_, b)| *b).collect::<UInt64Array>()),
+                ])
             }),
         )
     }
@@ -152,7 +140,7 @@ impl TableProvider for StatsTable {
         _filters: &[Expr],
         _limit: Option<usize>,
     ) -> Result<Arc<dyn ExecutionPlan>> {
-        let batch = (self.source)()?;
+        let batch = RecordBatch::try_new(Arc::clone(&self.schema), (self.source)()?)?;
         let exec: Arc<dyn ExecutionPlan> = MemorySourceConfig::try_new_exec(
             &[vec![batch]],
             Arc::clone(&self.schema),

@@ -7,13 +7,12 @@
 
 use std::{
     collections::BTreeMap,
-    process::Command,
     sync::atomic::{AtomicUsize, Ordering},
     time::{Duration, Instant, SystemTime, UNIX_EPOCH},
 };
 
 use crate::{
-    lab::Lab,
+    lab::{Lab, lab_script},
     support::{Wiretrace, can_capture},
 };
 
@@ -76,13 +75,7 @@ struct Bookinfo {
 
 impl Bookinfo {
     fn script(args: &[&str]) -> std::process::Output {
-        Command::new(concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/lab/bookinfo/bookinfo.sh"
-        ))
-        .args(args)
-        .output()
-        .expect("running lab/bookinfo/bookinfo.sh")
+        lab_script("bookinfo/bookinfo.sh", args)
     }
 
     fn up() -> Self {

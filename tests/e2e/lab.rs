@@ -4,7 +4,10 @@
 //! `vppb` (on the node's bridge `cni0`). Every address lives inside namespaces the lab created; nothing routes out. Dropping
 //! the lab ends the processes it started (by pid) and deletes its namespaces.
 
-use std::process::{Command, Stdio};
+use std::{
+    path::Path,
+    process::{Command, Stdio},
+};
 
 use crate::support::ChildGuard;
 
@@ -26,12 +29,16 @@ pub(crate) struct Lab {
     procs: Vec<ChildGuard>,
 }
 
-/// Runs lab/netns.sh `action` for `prefix`.
-fn lab_script(action: &str, prefix: &str) -> std::process::Output {
-    Command::new(concat!(env!("CARGO_MANIFEST_DIR"), "/lab/netns.sh"))
-        .args([action, prefix])
-        .output()
-        .expect("running lab/netns.sh")
+/// Runs the lab script `script` (a path under lab/) with `args`.
+pub(crate) fn lab_script(script: &str, args: &[&str]) -> std::process::Output {
+    Command::new(
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("lab")
+            .join(script),
+    )
+    .args(args)
+    .output()
+    .unwrap_or_else(|e| panic!("running lab/{script}: {e}"))
 }
 
 impl Lab {
@@ -53,7 +60,7 @@ impl Lab {
     /// Builds the lab (lab/netns.sh) under namespace names starting with `wt<tag><pid>`.
     pub(crate) fn new(tag: &str) -> Self {
         let prefix = Self::prefix_for(tag);
-        let out = lab_script("up", &prefix);
+        let out = lab_script("netns.sh", &["up", &prefix]);
         let lab = Self {
             prefix,
             procs: Vec::new(),
@@ -144,6 +151,6 @@ impl Lab {
 impl Drop for Lab {
     fn drop(&mut self) {
         self.procs.clear(); // ends them by pid
-        let _ = lab_script("down", &self.prefix);
+        let _ = lab_script("netns.sh", &["down", &self.prefix]);
     }
 }
