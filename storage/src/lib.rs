@@ -5,17 +5,24 @@
 //! Parquet files with bloom filters on the trace lookup keys; `wal.rs` logs appended batches
 //! (Arrow IPC) until they are in Parquet; `store.rs` joins log, in-memory buffer and writer
 //! into what ingest appends to and queries read; `maintain.rs` quarantines unreadable files and
-//! applies retention; `error.rs` is the crate's error.
+//! applies retention; `compact.rs` merges a partition's small files; `readers.rs` keeps the
+//! files a compaction replaced until no query can still read them; `intent.rs` makes a flush's
+//! or a compaction's renames survive a crash; `error.rs` is the crate's error.
 
+mod compact;
 mod error;
+mod intent;
 pub mod maintain;
 pub mod paths;
+mod readers;
 pub mod schema;
 mod store;
 mod wal;
 mod writer;
 
+pub use compact::{CompactOptions, Compacted};
 pub use error::{Result, StorageError};
+pub use readers::Pin;
 pub use store::{Store, StoreOptions, StoreStats};
 pub use wal::{FsyncPolicy, Replayed, Wal};
 pub use writer::{LOOKUP_KEY_COLUMNS, PartitionedWriter, Staged, TableWriters, WriteStats};

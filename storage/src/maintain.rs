@@ -197,3 +197,23 @@ pub fn retain(
     }
     Ok(dropped)
 }
+
+/// Deletes `*.tmp` files in partitions: Parquet files a crash left half written (finished
+/// flushes and compactions have renamed theirs already).
+pub fn remove_temp_files(data_dir: &Path) -> Result<usize> {
+    let mut removed = 0;
+    for p in partitions(data_dir)? {
+        for e in fs::read_dir(&p.dir)
+            .map_err(io("listing", &p.dir))?
+            .flatten()
+        {
+            let path = e.path();
+            if path.extension().is_some_and(|x| x == "tmp") {
+                fs::remove_file(&path).map_err(io("removing", &path))?;
+                tracing::info!(file = %path.display(), "half-written file from a crash removed");
+                removed += 1;
+            }
+        }
+    }
+    Ok(removed)
+}

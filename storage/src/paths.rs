@@ -27,3 +27,18 @@ pub fn temp_path(final_path: &Path) -> PathBuf {
     name.push(".tmp");
     final_path.with_file_name(name)
 }
+
+/// Folder (under the data dir) of files a compaction replaced, kept readable at the same
+/// relative path until no query that listed them is still running.
+pub const RETIRED_DIR: &str = "retired";
+
+/// Where `file` (under `data_dir`) goes when a compaction replaces it.
+pub fn retired_path(data_dir: &Path, file: &Path) -> PathBuf {
+    let rel = file.strip_prefix(data_dir).unwrap_or(file);
+    data_dir.join(RETIRED_DIR).join(rel)
+}
+
+/// Folder of compaction intent files.
+pub fn compaction_dir(data_dir: &Path) -> PathBuf {
+    data_dir.join("compaction")
+}

@@ -2,19 +2,28 @@
 //! in-memory buffer (queryable at once), and flushes move the buffer to Parquet by size and
 //! age. Queries take [`Store::barrier`] for reading while they list files and snapshot the
 //! buffer; a flush takes it for writing while it renames its files into place and drops the
-//! same rows from the buffer, so every query sees each row exactly once.
+//! same rows from the buffer, so every query sees each row exactly once. A compaction swaps
+//! files under the same barrier, and the files it replaces stay readable until every query
+//! pinned before it has ended ([`Store::pin`]).
 
 use std::{
     collections::BTreeMap,
-    path::Path,
-    sync::{Mutex, MutexGuard},
+    fs,
+    path::{Path, PathBuf},
+    sync::{
+        Mutex, MutexGuard,
+        atomic::{AtomicU64, Ordering},
+    },
     time::{Duration, Instant},
 };
 
 use arrow::array::RecordBatch;
 
 use crate::{
-    error::{Result, StorageError},
+    compact::{self, CompactOptions, Compacted},
+    error::{Result, StorageError, io},
+    intent, maintain, paths,
+    readers::{Pin, Readers},
     wal::{FsyncPolicy, Wal},
     writer::TableWriters,
 };
@@ -59,6 +68,12 @@ pub struct StoreStats {
     pub flushed_rows: u64,
     /// Rows refused because the buffer was full.
     pub refused_rows: u64,
+    /// Compaction merges since start.
+    pub compactions: u64,
+    /// Files merged away by compaction since start.
+    pub compacted_files: u64,
+    /// Replaced files still kept for running queries.
+    pub retired_files: u64,
 }
 
 #[derive(Debug)]
@@ -73,18 +88,25 @@ struct Inner {
 /// The write side of a data dir: log, buffer, Parquet files.
 #[derive(Debug)]
 pub struct Store {
+    data_dir: PathBuf,
     writers: TableWriters,
     options: StoreOptions,
     inner: Mutex<Inner>,
     flushing: Mutex<()>,
+    compacting: Mutex<()>,
+    compaction_seq: AtomicU64,
     barrier: tokio::sync::RwLock<()>,
+    readers: Readers,
 }
 
 impl Store {
-    /// Opens the store of `data_dir`, replaying its log into the buffer.
+    /// Opens the store of `data_dir`: finishes an interrupted flush or compaction, removes
+    /// what a crash left half written, and replays the log into the buffer.
     pub fn open(data_dir: &Path, options: StoreOptions) -> Result<Self> {
         let writers = TableWriters::open(data_dir)?;
         let (wal, replayed) = Wal::open(data_dir, options.fsync)?;
+        finish_compactions(data_dir)?;
+        maintain::remove_temp_files(data_dir)?;
         let mut buffers: BTreeMap<String, Vec<(u64, RecordBatch)>> = BTreeMap::new();
         let mut stats = StoreStats::default();
         for r in replayed {
@@ -97,6 +119,7 @@ impl Store {
         }
         let oldest = (stats.buffered_rows > 0).then(Instant::now);
         Ok(Self {
+            data_dir: data_dir.to_path_buf(),
             writers,
             options,
             inner: Mutex::new(Inner {
@@ -106,7 +129,10 @@ impl Store {
                 stats,
             }),
             flushing: Mutex::new(()),
+            compacting: Mutex::new(()),
+            compaction_seq: AtomicU64::new(0),
             barrier: tokio::sync::RwLock::new(()),
+            readers: Readers::default(),
         })
     }
 
@@ -159,9 +185,73 @@ impl Store {
             .unwrap_or_default()
     }
 
-    /// The lock that makes a flush atomic for queries (see the module doc).
+    /// The lock that makes a flush or a compaction atomic for queries (see the module doc).
     pub fn barrier(&self) -> &tokio::sync::RwLock<()> {
         &self.barrier
+    }
+
+    /// Keeps the files a query is about to list readable until the pin is dropped; take it
+    /// under [`Store::barrier`], before listing.
+    pub fn pin(&self) -> Pin {
+        self.readers.pin()
+    }
+
+    /// Merges the small files of every partition that has enough of them (blocking; call off
+    /// the async runtime), then deletes replaced files no running query can still read.
+    pub fn compact(&self, options: &CompactOptions) -> Result<Compacted> {
+        let _one = self.compacting.lock().unwrap_or_else(|e| e.into_inner());
+        let mut done = Compacted::default();
+        for p in maintain::partitions(&self.data_dir)? {
+            let files = compact::pick(&p.dir, options)?;
+            if files.is_empty() {
+                continue;
+            }
+            let batches = match compact::read(&files) {
+                Ok(b) => b,
+                Err(e) => {
+                    // Quarantine deals with an unreadable file; the partition waits for it.
+                    tracing::warn!(partition = %p.dir.display(), error = %e, "compaction skipped a partition");
+                    continue;
+                }
+            };
+            let staged = self.writers.get(p.table)?.stage(&batches)?;
+            let retired: Vec<PathBuf> = files
+                .iter()
+                .map(|(f, _)| paths::retired_path(&self.data_dir, f))
+                .collect();
+            let renames: Vec<(PathBuf, PathBuf)> = staged
+                .iter()
+                .map(|s| (s.tmp.clone(), s.path.clone()))
+                .chain(files.iter().map(|(f, _)| f.clone()).zip(retired.clone()))
+                .collect();
+            let dir = paths::compaction_dir(&self.data_dir);
+            fs::create_dir_all(&dir).map_err(io("creating", &dir))?;
+            let seq = self.compaction_seq.fetch_add(1, Ordering::Relaxed);
+            let marker = dir.join(format!("{seq:020}.intent"));
+            intent::write(&marker, &renames)?;
+            {
+                let _queries = self.barrier.blocking_write();
+                intent::apply(&marker)?;
+            }
+            fs::remove_file(&marker).map_err(io("removing", &marker))?;
+            self.readers.retire(retired);
+            done.merges += 1;
+            done.files_in += files.len();
+            done.files_out += staged.len();
+            done.rows += staged.iter().map(|s| s.rows).sum::<usize>();
+            done.bytes_in += files.iter().map(|(_, len)| len).sum::<u64>();
+            done.bytes_out += staged
+                .iter()
+                .filter_map(|s| fs::metadata(&s.path).ok())
+                .map(|m| m.len())
+                .sum::<u64>();
+            tracing::debug!(partition = %p.dir.display(), files = files.len(), "compacted");
+        }
+        self.readers.sweep();
+        let mut inner = self.inner();
+        inner.stats.compactions += done.merges as u64;
+        inner.stats.compacted_files += done.files_in as u64;
+        Ok(done)
     }
 
     /// Writes every buffered row to Parquet (blocking; call off the async runtime).
@@ -217,9 +307,33 @@ impl Store {
         let inner = self.inner();
         StoreStats {
             wal_bytes: inner.wal.bytes(),
+            retired_files: self.readers.waiting() as u64,
             ..inner.stats
         }
     }
+}
+
+/// Completes the compactions a crash interrupted (their intents are durable, their new files
+/// synced), then empties the retired folder: no query of this process can be reading it.
+fn finish_compactions(data_dir: &Path) -> Result<()> {
+    let dir = paths::compaction_dir(data_dir);
+    if let Ok(entries) = fs::read_dir(&dir) {
+        let mut markers: Vec<PathBuf> = entries
+            .flatten()
+            .map(|e| e.path())
+            .filter(|p| p.extension().is_some_and(|x| x == "intent"))
+            .collect();
+        markers.sort();
+        for m in markers {
+            intent::apply(&m)?;
+            fs::remove_file(&m).map_err(io("removing", &m))?;
+        }
+    }
+    let retired = data_dir.join(paths::RETIRED_DIR);
+    if retired.exists() {
+        fs::remove_dir_all(&retired).map_err(io("removing", &retired))?;
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -347,6 +461,85 @@ mod tests {
         store.flush().unwrap();
         store.append(L7_FLOW_LOG, spans(5..6)).unwrap();
         assert_eq!(buffered_ids(&store), vec![5]);
+    }
+
+    fn file_count(dir: &Path) -> usize {
+        maintain::partitions(dir)
+            .unwrap()
+            .iter()
+            .map(|p| p.files as usize)
+            .sum()
+    }
+
+    #[test]
+    fn compaction_merges_small_files_once_and_keeps_pinned_ones_readable() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), StoreOptions::default()).unwrap();
+        for i in 0..5 {
+            store
+                .append(L7_FLOW_LOG, spans(i * 10..i * 10 + 10))
+                .unwrap();
+            store.flush().unwrap();
+        }
+        assert_eq!(file_count(dir.path()), 5);
+        let pin = store.pin();
+        let done = store.compact(&CompactOptions::default()).unwrap();
+        assert_eq!(
+            (done.merges, done.files_in, done.files_out, done.rows),
+            (1, 5, 1, 50)
+        );
+        assert_eq!(file_count(dir.path()), 1);
+        assert_eq!(parquet_ids(dir.path()), (0..50).collect::<Vec<_>>());
+        let retired = dir.path().join(paths::RETIRED_DIR);
+        assert_eq!(
+            store.stats().retired_files,
+            5,
+            "a query pinned before still runs"
+        );
+        assert!(retired.join(L7_FLOW_LOG).exists());
+        drop(pin);
+        store.compact(&CompactOptions::default()).unwrap();
+        assert_eq!(store.stats().retired_files, 0);
+        assert_eq!(store.stats().compacted_files, 5);
+    }
+
+    #[test]
+    fn a_compaction_interrupted_after_its_intent_is_finished_on_open() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let store = Store::open(dir.path(), StoreOptions::default()).unwrap();
+            for i in 0..4 {
+                store.append(L7_FLOW_LOG, spans(i * 5..i * 5 + 5)).unwrap();
+                store.flush().unwrap();
+            }
+            let part = &maintain::partitions(dir.path()).unwrap()[0];
+            let files = compact::pick(&part.dir, &CompactOptions::default()).unwrap();
+            let staged = store
+                .writers
+                .get(L7_FLOW_LOG)
+                .unwrap()
+                .stage(&compact::read(&files).unwrap())
+                .unwrap();
+            let mut renames: Vec<_> = staged
+                .iter()
+                .map(|s| (s.tmp.clone(), s.path.clone()))
+                .collect();
+            for (f, _) in &files {
+                renames.push((f.clone(), paths::retired_path(dir.path(), f)));
+            }
+            let cdir = paths::compaction_dir(dir.path());
+            fs::create_dir_all(&cdir).unwrap();
+            intent::write(&cdir.join("00000000000000000000.intent"), &renames).unwrap();
+            // Also a half-written file from a flush that never got its marker.
+            fs::write(part.dir.join("part-x.parquet.tmp"), b"half").unwrap();
+            // The process dies before any rename.
+        }
+        let _store = Store::open(dir.path(), StoreOptions::default()).unwrap();
+        assert_eq!(file_count(dir.path()), 1);
+        assert_eq!(parquet_ids(dir.path()), (0..20).collect::<Vec<_>>());
+        assert!(!dir.path().join(paths::RETIRED_DIR).exists());
+        let part = &maintain::partitions(dir.path()).unwrap()[0];
+        assert!(!part.dir.join("part-x.parquet.tmp").exists());
     }
 
     #[test]

@@ -11,7 +11,6 @@
 use std::{
     collections::BTreeMap,
     fs::{self, File},
-    io::{BufRead, BufReader, Write},
     path::{Path, PathBuf},
     time::{Duration, Instant},
 };
@@ -23,6 +22,7 @@ use arrow::{
 
 use crate::{
     error::{Result, StorageError, io},
+    intent,
     writer::Staged,
 };
 
@@ -183,14 +183,11 @@ impl Wal {
     /// those segments.
     pub fn commit_flush(&self, seq: u64, staged: &[Staged]) -> Result<()> {
         let marker = self.dir.join(format!("flush-{seq:020}"));
-        let tmp = self.dir.join(format!("flush-{seq:020}.tmp"));
-        let mut f = File::create(&tmp).map_err(io("creating", &tmp))?;
-        for s in staged {
-            writeln!(f, "{}\t{}", s.tmp.display(), s.path.display())
-                .map_err(io("writing", &tmp))?;
-        }
-        f.sync_all().map_err(io("syncing", &tmp))?;
-        fs::rename(&tmp, &marker).map_err(io("renaming", &tmp))?;
+        let renames: Vec<_> = staged
+            .iter()
+            .map(|s| (s.tmp.clone(), s.path.clone()))
+            .collect();
+        intent::write(&marker, &renames)?;
         roll_forward(&self.dir, seq, &marker)
     }
 
@@ -253,15 +250,7 @@ fn markers(dir: &Path) -> Result<Vec<(u64, PathBuf)>> {
 /// Finishes a recorded flush: renames its files into place (those not already there), drops
 /// the segments it covered, then its marker.
 fn roll_forward(dir: &Path, seq: u64, marker: &Path) -> Result<()> {
-    let f = File::open(marker).map_err(io("opening", marker))?;
-    for line in BufReader::new(f).lines() {
-        let line = line.map_err(io("reading", marker))?;
-        if let Some((tmp, path)) = line.split_once('\t')
-            && Path::new(tmp).exists()
-        {
-            fs::rename(tmp, path).map_err(io("renaming", Path::new(tmp)))?;
-        }
-    }
+    intent::apply(marker)?;
     for (s, _, path) in segments(dir)? {
         if s <= seq {
             fs::remove_file(&path).map_err(io("removing", &path))?;
