@@ -105,6 +105,21 @@ fn store_counters(store: &Store) -> Vec<(&'static str, u64, &'static str)> {
             s.refused_rows,
             "rows dropped because the buffer was full",
         ),
+        (
+            "compactions",
+            s.compactions,
+            "compaction merges since start",
+        ),
+        (
+            "compacted_files",
+            s.compacted_files,
+            "small files merged away since start",
+        ),
+        (
+            "retired_files",
+            s.retired_files,
+            "replaced files kept until the queries reading them end",
+        ),
     ]
 }
 
@@ -116,6 +131,8 @@ pub(crate) struct Live {
     pub(crate) nics: usize,
     /// The session the SQL server answers from (also for this process's own queries).
     pub(crate) ctx: Arc<SessionContext>,
+    /// The store captured spans go to.
+    pub(crate) store: Arc<Store>,
     stop_tx: watch::Sender<bool>,
     agent: JoinHandle<Result<(), IngestError>>,
     writer: JoinHandle<()>,
@@ -158,7 +175,7 @@ impl Live {
         let addr = server.local_addr()?;
 
         let (tx, rx) = mpsc::channel::<TableBatch>(64);
-        let writer = tokio::spawn(write_loop(store, rx));
+        let writer = tokio::spawn(write_loop(Arc::clone(&store), rx));
 
         let (stop_tx, stop_rx) = watch::channel(false);
         let stopped = |mut rx: watch::Receiver<bool>| async move {
@@ -170,6 +187,7 @@ impl Live {
             addr,
             nics,
             ctx,
+            store,
             stop_tx,
             agent,
             writer,

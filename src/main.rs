@@ -341,6 +341,7 @@ async fn up(
     keep: RetentionArgs,
     packets: &PacketArgs,
 ) -> Result<()> {
+    let keep = keep.retention()?;
     let live = Live::start(LiveConfig {
         store: wal.options(),
         data_dir: &store.data_dir,
@@ -366,7 +367,11 @@ async fn up(
         live.addr.ip(),
         live.addr.port()
     );
-    let upkeep = tokio::spawn(upkeep::run(store.data_dir.clone(), keep));
+    let upkeep = tokio::spawn(upkeep::run(
+        store.data_dir.clone(),
+        keep,
+        Some(Arc::clone(&live.store)),
+    ));
     shutdown_signal().await;
     eprintln!("wiretrace up: stopping");
     upkeep.abort();
@@ -529,8 +534,9 @@ fn recover_blocking(data_dir: &Path) -> Result<()> {
 }
 
 async fn serve(store: StoreArgs, args: &ServerArgs, keep: RetentionArgs) -> Result<()> {
+    let keep = keep.retention()?;
     recover(&store.data_dir).await?;
-    let upkeep = tokio::spawn(upkeep::run(store.data_dir.clone(), keep));
+    let upkeep = tokio::spawn(upkeep::run(store.data_dir.clone(), keep, None));
     let ctx = session_with(&store.data_dir, args.query_memory(), None).await?;
     let server = SqlServer::bind(&args.listen, Arc::new(ctx), args.access()?).await?;
     eprintln!(

@@ -1,6 +1,7 @@
 //! A table over Parquet files and the store's not-yet-flushed rows: one scan of the files
 //! (pruned as usual) unioned with the buffer, both taken under the store's flush barrier so
-//! each row is seen exactly once.
+//! each row is seen exactly once; the scan holds a store pin so a compaction that replaces the
+//! listed files meanwhile keeps them readable until the query ends.
 
 use std::sync::Arc;
 
@@ -14,6 +15,8 @@ use datafusion::{
     physical_plan::{ExecutionPlan, union::UnionExec},
 };
 use wiretrace_storage::Store;
+
+use crate::pinned::PinnedExec;
 
 /// `table`'s Parquet files plus its rows buffered in `store`.
 #[derive(Debug)]
@@ -60,11 +63,13 @@ impl TableProvider for BufferedTable {
         filters: &[Expr],
         limit: Option<usize>,
     ) -> Result<Arc<dyn ExecutionPlan>> {
-        let (files, buffered) = {
-            let _no_flush = self.store.barrier().read().await;
+        let (files, buffered, pin) = {
+            let _no_swap = self.store.barrier().read().await;
+            let pin = Arc::new(self.store.pin());
             let files = self.files.scan(state, projection, filters, limit).await?;
-            (files, self.store.buffered(&self.table))
+            (files, self.store.buffered(&self.table), pin)
         };
+        let files: Arc<dyn ExecutionPlan> = Arc::new(PinnedExec::new(files, pin));
         if buffered.is_empty() {
             return Ok(files);
         }

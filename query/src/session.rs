@@ -9,7 +9,11 @@ use datafusion::{
         file_format::parquet::ParquetFormat,
         listing::{ListingOptions, ListingTable, ListingTableConfig, ListingTableUrl},
     },
-    execution::{cache::cache_manager::CacheManagerConfig, runtime_env::RuntimeEnvBuilder},
+    error::DataFusionError,
+    execution::{
+        cache::cache_manager::CacheManagerConfig, object_store::ObjectStoreUrl,
+        runtime_env::RuntimeEnvBuilder,
+    },
     prelude::{SessionConfig, SessionContext},
 };
 use datafusion_postgres::{
@@ -18,7 +22,13 @@ use datafusion_postgres::{
 };
 use wiretrace_storage::{Store, paths, schema::tables};
 
-use crate::{buffered::BufferedTable, error::QueryError, stats::StatsTable};
+use crate::{
+    buffered::BufferedTable,
+    cache::{METADATA_CACHE_BYTES, MetadataCache},
+    error::QueryError,
+    files::DataDirFiles,
+    stats::StatsTable,
+};
 
 /// Memory all running queries may use together, by default, before one fails with a
 /// resources error.
@@ -44,10 +54,25 @@ pub async fn session_with(
         .with_default_catalog_and_schema(CATALOG, "public")
         .with_information_schema(true);
     // New Parquet files appear every flush: never cache directory listings.
+    let metadata = Arc::new(MetadataCache::new(METADATA_CACHE_BYTES));
+    let caches = CacheManagerConfig::default()
+        .with_list_files_cache_limit(0)
+        .with_file_metadata_cache(Some(Arc::clone(&metadata) as _))
+        .with_metadata_cache_limit(METADATA_CACHE_BYTES);
     let runtime = RuntimeEnvBuilder::new()
-        .with_cache_manager(CacheManagerConfig::default().with_list_files_cache_limit(0))
+        .with_cache_manager(caches)
         .with_memory_limit(memory_limit, 1.0)
         .build_arc()?;
+    std::fs::create_dir_all(data_dir).map_err(|source| QueryError::Io {
+        op: format!("creating {}", data_dir.display()),
+        source,
+    })?;
+    let canonical = std::fs::canonicalize(data_dir).map_err(|source| QueryError::Io {
+        op: format!("resolving {}", data_dir.display()),
+        source,
+    })?;
+    let files = DataDirFiles::new(&canonical).map_err(DataFusionError::from)?;
+    runtime.register_object_store(ObjectStoreUrl::local_filesystem().as_ref(), Arc::new(files));
     let mut ctx = SessionContext::new_with_config_rt(config, runtime);
     for (name, schema, _) in tables() {
         register_table(&ctx, data_dir, name, schema, store.as_ref())?;
@@ -59,6 +84,7 @@ pub async fn session_with(
         StatsTable::partitions(dir.clone()),
     )?;
     register_stats(&ctx, "storage_quarantine", StatsTable::quarantine(dir))?;
+    register_stats(&ctx, "cache_counters", StatsTable::new(metadata.counters()))?;
     setup_pg_catalog(&ctx, CATALOG, EmptyContextProvider)
         .map_err(|e| QueryError::Catalog(e.to_string()))?;
     datafusion_pg_functions::register_all(&mut ctx);

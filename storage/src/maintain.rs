@@ -3,7 +3,7 @@
 //! per-partition counts `wiretrace stats` and the `storage_partitions` table show.
 
 use std::{
-    collections::HashSet,
+    collections::{BTreeMap, HashSet},
     fs,
     path::{Path, PathBuf},
     time::{Duration, SystemTime},
@@ -166,13 +166,27 @@ pub fn quarantined(data_dir: &Path) -> Vec<(PathBuf, u64)> {
     out
 }
 
-/// Drops whole partitions: those whose hour ended more than `max_age` ago, then the oldest
-/// until all partitions together take at most `max_bytes`. Returns the dropped ones.
-pub fn retain(
-    data_dir: &Path,
-    max_age: Option<Duration>,
-    max_bytes: Option<u64>,
-) -> Result<Vec<Partition>> {
+/// How much data to keep.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Retention {
+    /// Drop partitions whose hour ended longer ago than this.
+    pub max_age: Option<Duration>,
+    /// Per table, an age limit that replaces `max_age` for it.
+    pub table_age: BTreeMap<String, Duration>,
+    /// Then drop the oldest partitions (any table) while all together take more bytes.
+    pub max_bytes: Option<u64>,
+}
+
+impl Retention {
+    fn max_age(&self, table: &str) -> Option<Duration> {
+        self.table_age.get(table).copied().or(self.max_age)
+    }
+}
+
+/// Drops whole partitions: those whose hour ended longer ago than their table's age limit,
+/// then the oldest until all partitions together take at most the size limit. Returns the
+/// dropped ones.
+pub fn retain(data_dir: &Path, keep: &Retention) -> Result<Vec<Partition>> {
     let now: DateTime<Utc> = SystemTime::now().into();
     let mut all = partitions(data_dir)?;
     let mut total: u64 = all.iter().map(|p| p.bytes).sum();
@@ -180,9 +194,10 @@ pub fn retain(
     all.reverse(); // newest first; pop() gives the oldest
     while let Some(p) = all.pop() {
         let end = p.start + chrono::Duration::hours(1);
-        let too_old = max_age
+        let too_old = keep
+            .max_age(p.table)
             .is_some_and(|age| chrono::Duration::from_std(age).is_ok_and(|age| now - end > age));
-        let too_big = max_bytes.is_some_and(|max| total > max);
+        let too_big = keep.max_bytes.is_some_and(|max| total > max);
         if !(too_old || too_big) {
             continue;
         }

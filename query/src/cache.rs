@@ -1,0 +1,274 @@
+//! The Parquet metadata cache (footers, with page indexes once read): least recently used
+//! entries go first (the `lru` crate) once the entries together pass a byte budget; hits and
+//! misses are counted for the `cache_counters` table.
+
+use std::{
+    fmt,
+    sync::{
+        Mutex, MutexGuard,
+        atomic::{AtomicU64, Ordering},
+    },
+    time::Duration,
+};
+
+use datafusion::{
+    common::{HashMap, TableReference},
+    error::Result,
+    execution::cache::{Cache, CacheEntryInfo, CacheValue, cache_manager::CachedFileMetadataEntry},
+    object_store::path::Path,
+};
+use lru::LruCache;
+
+use crate::stats::CounterSource;
+
+/// Bytes of Parquet metadata kept by default.
+pub const METADATA_CACHE_BYTES: usize = 64 << 20;
+
+struct Entries {
+    lru: LruCache<Path, CachedFileMetadataEntry>,
+    bytes: usize,
+    limit: usize,
+}
+
+impl Entries {
+    fn evict_to_limit(&mut self) {
+        while self.bytes > self.limit {
+            match self.lru.pop_lru() {
+                Some((_, old)) => self.bytes -= old.size(),
+                None => break,
+            }
+        }
+    }
+}
+
+/// A byte-bounded LRU of Parquet file metadata, shared by every query of a session.
+pub struct MetadataCache {
+    entries: Mutex<Entries>,
+    hits: AtomicU64,
+    misses: AtomicU64,
+}
+
+impl fmt::Debug for MetadataCache {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("MetadataCache")
+            .field("len", &self.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl MetadataCache {
+    /// An empty cache holding at most `limit` bytes.
+    pub fn new(limit: usize) -> Self {
+        Self {
+            entries: Mutex::new(Entries {
+                lru: LruCache::unbounded(),
+                bytes: 0,
+                limit,
+            }),
+            hits: AtomicU64::new(0),
+            misses: AtomicU64::new(0),
+        }
+    }
+
+    fn entries(&self) -> MutexGuard<'_, Entries> {
+        self.entries.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Its counters, as a `cache_counters` table shows them.
+    pub fn counters(self: &std::sync::Arc<Self>) -> CounterSource {
+        let cache = std::sync::Arc::clone(self);
+        std::sync::Arc::new(move || {
+            let (len, bytes, limit) = {
+                let e = cache.entries();
+                (e.lru.len() as u64, e.bytes as u64, e.limit as u64)
+            };
+            vec![
+                (
+                    "metadata_cache_hits",
+                    cache.hits.load(Ordering::Relaxed),
+                    "Parquet footers found in the cache",
+                ),
+                (
+                    "metadata_cache_misses",
+                    cache.misses.load(Ordering::Relaxed),
+                    "Parquet footers read from disk",
+                ),
+                (
+                    "metadata_cache_entries",
+                    len,
+                    "files whose metadata is cached",
+                ),
+                (
+                    "metadata_cache_bytes",
+                    bytes,
+                    "bytes the cached metadata takes",
+                ),
+                (
+                    "metadata_cache_limit_bytes",
+                    limit,
+                    "the cache's byte budget",
+                ),
+            ]
+        })
+    }
+}
+
+impl Cache<Path, CachedFileMetadataEntry> for MetadataCache {
+    fn get(&self, key: &Path) -> Option<CachedFileMetadataEntry> {
+        let found = self.entries().lru.get(key).cloned();
+        let counter = if found.is_some() {
+            &self.hits
+        } else {
+            &self.misses
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+        found
+    }
+
+    fn put(&self, key: &Path, value: CachedFileMetadataEntry) -> Option<CachedFileMetadataEntry> {
+        let mut e = self.entries();
+        if value.size() > e.limit {
+            return None;
+        }
+        e.bytes += value.size();
+        let old = e.lru.put(key.clone(), value);
+        if let Some(old) = &old {
+            e.bytes -= old.size();
+        }
+        e.evict_to_limit();
+        old
+    }
+
+    fn remove(&self, key: &Path) -> Option<CachedFileMetadataEntry> {
+        let mut e = self.entries();
+        let old = e.lru.pop(key);
+        if let Some(old) = &old {
+            e.bytes -= old.size();
+        }
+        old
+    }
+
+    fn contains_key(&self, key: &Path) -> bool {
+        self.entries().lru.contains(key)
+    }
+
+    fn len(&self) -> usize {
+        self.entries().lru.len()
+    }
+
+    fn clear(&self) {
+        let mut e = self.entries();
+        e.lru.clear();
+        e.bytes = 0;
+    }
+
+    fn name(&self) -> String {
+        "wiretrace-metadata-lru".into()
+    }
+
+    fn cache_limit(&self) -> usize {
+        self.entries().limit
+    }
+
+    fn update_cache_limit(&self, limit: usize) {
+        let mut e = self.entries();
+        e.limit = limit;
+        e.evict_to_limit();
+    }
+
+    fn cache_ttl(&self) -> Option<Duration> {
+        None
+    }
+
+    fn update_cache_ttl(&self, _ttl: Option<Duration>) {}
+
+    /// Entries are keyed by file, not by table: nothing to drop per table.
+    fn drop_table_entries(&self, _table_ref: &TableReference) -> Result<()> {
+        Ok(())
+    }
+
+    fn list_entries(&self) -> HashMap<Path, CacheEntryInfo<CachedFileMetadataEntry>> {
+        self.entries()
+            .lru
+            .iter()
+            .map(|(k, v)| {
+                let info = CacheEntryInfo {
+                    value: v.clone(),
+                    size_bytes: v.size(),
+                    hits: 0,
+                    expires: None,
+                };
+                (k.clone(), info)
+            })
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::{any::Any, sync::Arc};
+
+    use datafusion::{execution::cache::cache_manager::FileMetadata, object_store::ObjectMeta};
+
+    use super::*;
+
+    /// Metadata of a made-up size.
+    struct Sized(usize);
+
+    impl FileMetadata for Sized {
+        fn as_any(&self) -> &dyn Any {
+            self
+        }
+        fn memory_size(&self) -> usize {
+            self.0
+        }
+        fn extra_info(&self) -> HashMap<String, String> {
+            HashMap::new()
+        }
+    }
+
+    fn entry(path: &str, size: usize) -> (Path, CachedFileMetadataEntry) {
+        let meta = ObjectMeta {
+            location: Path::from(path),
+            last_modified: Default::default(),
+            size: 1,
+            e_tag: None,
+            version: None,
+        };
+        (
+            Path::from(path),
+            CachedFileMetadataEntry::new(meta, Arc::new(Sized(size))),
+        )
+    }
+
+    #[test]
+    fn evicts_the_least_recently_used_past_the_byte_budget_and_counts() {
+        let cache = Arc::new(MetadataCache::new(100));
+        for (name, size) in [("a", 40), ("b", 40)] {
+            let (k, v) = entry(name, size);
+            cache.put(&k, v);
+        }
+        assert!(
+            cache.get(&Path::from("a")).is_some(),
+            "a is now the most recent"
+        );
+        let (k, v) = entry("c", 40);
+        cache.put(&k, v);
+        assert!(
+            !cache.contains_key(&Path::from("b")),
+            "b was least recently used"
+        );
+        assert!(cache.contains_key(&Path::from("a")) && cache.contains_key(&Path::from("c")));
+        assert!(cache.get(&Path::from("b")).is_none());
+        let (k, v) = entry("huge", 500);
+        cache.put(&k, v);
+        assert_eq!(cache.len(), 2, "an entry over the whole budget is not kept");
+        let counters: HashMap<_, _> = (cache.counters())()
+            .into_iter()
+            .map(|(name, value, _)| (name, value))
+            .collect();
+        assert_eq!(counters["metadata_cache_hits"], 1);
+        assert_eq!(counters["metadata_cache_misses"], 1);
+        assert_eq!(counters["metadata_cache_bytes"], 80);
+    }
+}
