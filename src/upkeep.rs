@@ -80,7 +80,10 @@ pub(crate) fn pass(
             );
         }
     }
-    let dropped = maintain::retain(dir, keep)?;
+    let dropped = match store {
+        Some(store) => maintain::retain(dir, keep, |p| store.drop_partition(p))?,
+        None => maintain::retain(dir, keep, maintain::remove_partition)?,
+    };
     checked.retain(|f| f.exists());
     if !dropped.is_empty() {
         tracing::info!(

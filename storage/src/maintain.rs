@@ -183,10 +183,23 @@ impl Retention {
     }
 }
 
-/// Drops whole partitions: those whose hour ended longer ago than their table's age limit,
-/// then the oldest until all partitions together take at most the size limit. Returns the
-/// dropped ones.
-pub fn retain(data_dir: &Path, keep: &Retention) -> Result<Vec<Partition>> {
+/// Deletes a partition's folder (and its day folder with its last hour).
+pub fn remove_partition(dir: &Path) -> Result<()> {
+    fs::remove_dir_all(dir).map_err(io("removing", dir))?;
+    if let Some(day) = dir.parent() {
+        let _ = fs::remove_dir(day);
+    }
+    Ok(())
+}
+
+/// Drops whole partitions with `drop` (e.g. [`remove_partition`]): those whose hour ended
+/// longer ago than their table's age limit, then the oldest until all partitions together take
+/// at most the size limit. Returns the dropped ones.
+pub fn retain(
+    data_dir: &Path,
+    keep: &Retention,
+    mut drop: impl FnMut(&Path) -> Result<()>,
+) -> Result<Vec<Partition>> {
     let now: DateTime<Utc> = SystemTime::now().into();
     let mut all = partitions(data_dir)?;
     let mut total: u64 = all.iter().map(|p| p.bytes).sum();
@@ -201,11 +214,7 @@ pub fn retain(data_dir: &Path, keep: &Retention) -> Result<Vec<Partition>> {
         if !(too_old || too_big) {
             continue;
         }
-        fs::remove_dir_all(&p.dir).map_err(io("removing", &p.dir))?;
-        if let Some(day) = p.dir.parent() {
-            // The day folder goes with its last hour.
-            let _ = fs::remove_dir(day);
-        }
+        drop(&p.dir)?;
         tracing::info!(table = p.table, partition = %p.name, bytes = p.bytes, "partition dropped by retention");
         total -= p.bytes;
         dropped.push(p);

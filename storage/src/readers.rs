@@ -79,6 +79,14 @@ impl Readers {
             if let Err(e) = fs::remove_file(f) {
                 tracing::warn!(file = %f.display(), error = %e, "could not delete a retired file");
             }
+            // Its partition, day and table folders go with their last file.
+            let mut dir = f.parent();
+            for _ in 0..3 {
+                match dir {
+                    Some(d) if fs::remove_dir(d).is_ok() => dir = d.parent(),
+                    _ => break,
+                }
+            }
         }
         gone.len()
     }

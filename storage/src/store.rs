@@ -196,6 +196,28 @@ impl Store {
         self.readers.pin()
     }
 
+    /// Drops the partition in `dir` (retention): its files leave the table under the flush
+    /// barrier, to the retired folder, where they stay until no query that listed them runs.
+    pub fn drop_partition(&self, dir: &Path) -> Result<()> {
+        let moves: Vec<(PathBuf, PathBuf)> = fs::read_dir(dir)
+            .map_err(io("listing", dir))?
+            .flatten()
+            .map(|e| (e.path(), paths::retired_path(&self.data_dir, &e.path())))
+            .collect();
+        let to = paths::retired_path(&self.data_dir, dir);
+        fs::create_dir_all(&to).map_err(io("creating", &to))?;
+        {
+            let _queries = self.barrier.blocking_write();
+            for (from, to) in &moves {
+                fs::rename(from, to).map_err(io("retiring", from))?;
+            }
+        }
+        maintain::remove_partition(dir)?;
+        self.readers
+            .retire(moves.into_iter().map(|(_, to)| to).collect());
+        Ok(())
+    }
+
     /// Merges the small files of every partition that has enough of them (blocking; call off
     /// the async runtime), then deletes replaced files no running query can still read.
     pub fn compact(&self, options: &CompactOptions) -> Result<Compacted> {
@@ -501,6 +523,20 @@ mod tests {
         store.compact(&CompactOptions::default()).unwrap();
         assert_eq!(store.stats().retired_files, 0);
         assert_eq!(store.stats().compacted_files, 5);
+
+        // Retention through the store: the partition leaves at once, its file when unpinned.
+        let pin = store.pin();
+        let part = maintain::partitions(dir.path()).unwrap().remove(0);
+        store.drop_partition(&part.dir).unwrap();
+        assert_eq!(file_count(dir.path()), 0);
+        assert_eq!(store.stats().retired_files, 1);
+        drop(pin);
+        store.compact(&CompactOptions::default()).unwrap();
+        assert_eq!(store.stats().retired_files, 0);
+        assert!(
+            !retired.join(L7_FLOW_LOG).exists(),
+            "emptied folders go with their last file"
+        );
     }
 
     #[test]

@@ -86,7 +86,8 @@ fn kill_9_loses_no_acknowledged_span_and_doubles_none() {
 }
 
 /// A truncated Parquet file is moved to quarantine (and listed in `storage_quarantine`) while
-/// queries go on over the rest; partitions past `--retention-hours` are dropped.
+/// queries go on over the rest; partitions past their table's retention (`--table-retention`,
+/// which overrides `--retention-hours`) are dropped.
 #[test]
 fn corrupt_files_are_quarantined_and_old_partitions_dropped() {
     let mut victim = std::path::PathBuf::new();
@@ -120,7 +121,12 @@ fn corrupt_files_are_quarantined_and_old_partitions_dropped() {
             let bytes = std::fs::read(&victim).unwrap();
             std::fs::write(&victim, &bytes[..bytes.len() / 2]).unwrap();
         },
-        &["--retention-hours", "1"],
+        &[
+            "--retention-hours",
+            "100",
+            "--table-retention",
+            "l7_flow_log=1",
+        ],
     );
     let quarantined = wt.wait_rows("select path from storage_quarantine", 1);
     assert!(
@@ -128,7 +134,8 @@ fn corrupt_files_are_quarantined_and_old_partitions_dropped() {
         "{quarantined:?}"
     );
     assert!(!victim.exists());
-    // Hours that ended over an hour ago are gone; the newest two (at most) remain.
+    // l7_flow_log hours that ended over an hour ago are gone (its own limit, not the 100 h
+    // default); the newest two (at most) remain.
     let parts =
         wt.psql("select partition from storage_partitions where table_name = 'l7_flow_log'");
     assert!(!parts.is_empty() && parts.len() <= 2, "{parts:?}");
