@@ -1,0 +1,207 @@
+//! The storage engine's write path and read pruning, on generated traces (the same rows
+//! `wiretrace generate --traces 20000 --spread-s 600` writes, which `benches/storage_size.py`
+//! stores in DuckDB and chDB):
+//! - write throughput: WAL appends (Arrow IPC, fsync per batch), the Parquet flush, and both,
+//!   in spans per second of wall time and per CPU-second (the write path is one thread);
+//! - a time-range query and a key lookup with pruning (statistics, bloom filters, page index,
+//!   filter pushdown) and without, with the row groups each one touched.
+//!
+//! `cargo bench -p wiretrace-benches --bench storage [-- TRACES]` (default 20000)
+
+use std::time::Instant;
+
+use datafusion::arrow::{
+    self,
+    array::{AsArray, RecordBatch},
+    datatypes::Int64Type,
+};
+use datafusion::prelude::SessionContext;
+use wiretrace_ingest::generate::{GenConfig, Generator};
+use wiretrace_storage::{Store, StoreOptions, TableWriters, schema::L7_FLOW_LOG};
+
+/// Rows per appended batch (an agent hands over a few thousand spans per flush interval).
+const BATCH_ROWS: usize = 8192;
+/// Timed repetitions (the median is reported).
+const RUNS: usize = 5;
+
+/// CPU seconds this process has used (all threads).
+fn cpu_seconds() -> f64 {
+    let mut u = std::mem::MaybeUninit::<libc::rusage>::zeroed();
+    // SAFETY: getrusage fills the struct it is given.
+    unsafe { libc::getrusage(libc::RUSAGE_SELF, u.as_mut_ptr()) };
+    // SAFETY: zeroed and then filled by the kernel.
+    let u = unsafe { u.assume_init() };
+    let secs = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
+    secs(u.ru_utime) + secs(u.ru_stime)
+}
+
+/// Median (wall, cpu) seconds of `RUNS` runs of `f` on a fresh data dir.
+fn time(mut f: impl FnMut(&std::path::Path)) -> (f64, f64) {
+    let mut runs: Vec<(f64, f64)> = (0..RUNS)
+        .map(|_| {
+            let dir = tempfile::tempdir().unwrap();
+            let (t, c) = (Instant::now(), cpu_seconds());
+            f(dir.path());
+            (t.elapsed().as_secs_f64(), cpu_seconds() - c)
+        })
+        .collect();
+    runs.sort_by(|a, b| a.0.total_cmp(&b.0));
+    runs[RUNS / 2]
+}
+
+fn write_throughput(batches: &[RecordBatch], rows: usize) {
+    let report = |what: &str, (wall, cpu): (f64, f64)| {
+        println!(
+            "| {what} | {:.2} M/s | {:.2} M/s |",
+            rows as f64 / wall / 1e6,
+            rows as f64 / cpu / 1e6
+        );
+    };
+    println!("| write path ({rows} spans) | spans/s (wall) | spans/s per CPU-second |");
+    println!("|---|---:|---:|");
+    let store = |dir: &std::path::Path| Store::open(dir, StoreOptions::default()).unwrap();
+    report(
+        "WAL append (Arrow IPC, fsync per batch)",
+        time(|dir| {
+            let s = store(dir);
+            for b in batches {
+                s.append(L7_FLOW_LOG, b.clone()).unwrap();
+            }
+        }),
+    );
+    report(
+        "Parquet flush (sort, encode, zstd, bloom filters, fsync)",
+        time(|dir| {
+            TableWriters::open(dir)
+                .unwrap()
+                .write(L7_FLOW_LOG, batches)
+                .unwrap();
+        }),
+    );
+    report(
+        "both: append every batch, then flush",
+        time(|dir| {
+            let s = store(dir);
+            for b in batches {
+                s.append(L7_FLOW_LOG, b.clone()).unwrap();
+            }
+            s.flush().unwrap();
+        }),
+    );
+}
+
+/// Row-group and page metrics of the Parquet scan in `sql`'s EXPLAIN ANALYZE.
+async fn touched(ctx: &SessionContext, sql: &str) -> String {
+    let plan = ctx
+        .sql(&format!("EXPLAIN ANALYZE {sql}"))
+        .await
+        .unwrap()
+        .collect()
+        .await
+        .unwrap();
+    let text = arrow::util::pretty::pretty_format_batches(&plan)
+        .unwrap()
+        .to_string();
+    let wanted = [
+        "row_groups_pruned_statistics",
+        "row_groups_pruned_bloom_filter",
+        "page_index_rows_pruned",
+        "bytes_scanned",
+    ];
+    let metrics = text.split("metrics=[").nth(1).unwrap_or_default();
+    metrics
+        .split(", ")
+        .filter(|m| wanted.iter().any(|w| m.starts_with(w)))
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+async fn pruning(dir: &std::path::Path, seq: i64, from_us: i64) {
+    let queries = [
+        (
+            "time range: 1 s of 600",
+            format!(
+                "SELECT count(*) FROM l7_flow_log WHERE start_time BETWEEN to_timestamp_micros({from_us}) AND to_timestamp_micros({})",
+                from_us + 1_000_000
+            ),
+        ),
+        (
+            "key lookup: req_tcp_seq = one value",
+            format!("SELECT * FROM l7_flow_log WHERE req_tcp_seq = {seq}"),
+        ),
+    ];
+    println!("\n| query | pruning | median | p90 | scan metrics |");
+    println!("|---|---|---:|---:|---|");
+    for on in [true, false] {
+        let ctx = wiretrace_query::session(dir).await.unwrap();
+        for setting in [
+            "datafusion.execution.parquet.pruning",
+            "datafusion.execution.parquet.bloom_filter_on_read",
+            "datafusion.execution.parquet.enable_page_index",
+            "datafusion.execution.parquet.pushdown_filters",
+        ] {
+            ctx.sql(&format!("SET {setting} = {on}")).await.unwrap();
+        }
+        for (what, sql) in &queries {
+            let mut ms: Vec<f64> = Vec::new();
+            for _ in 0..21 {
+                let t = Instant::now();
+                ctx.sql(sql).await.unwrap().collect().await.unwrap();
+                ms.push(t.elapsed().as_secs_f64() * 1e3);
+            }
+            ms.sort_by(f64::total_cmp);
+            println!(
+                "| {what} | {} | {:.1} ms | {:.1} ms | {} |",
+                if on { "on" } else { "off" },
+                ms[10],
+                ms[18],
+                touched(&ctx, sql).await
+            );
+        }
+    }
+}
+
+fn main() {
+    let traces: usize = std::env::args()
+        .skip(1)
+        .find_map(|a| a.parse().ok())
+        .unwrap_or(20_000);
+    let generated = Generator::new(GenConfig {
+        spread_us: 600_000_000,
+        ..GenConfig::default()
+    })
+    .traces(traces, traces);
+    let batches: Vec<RecordBatch> = generated
+        .batches
+        .iter()
+        .flat_map(|b| {
+            (0..b.num_rows())
+                .step_by(BATCH_ROWS)
+                .map(|o| b.slice(o, BATCH_ROWS.min(b.num_rows() - o)))
+        })
+        .collect();
+    let rows: usize = batches.iter().map(RecordBatch::num_rows).sum();
+    write_throughput(&batches, rows);
+
+    let dir = tempfile::tempdir().unwrap();
+    TableWriters::open(dir.path())
+        .unwrap()
+        .write(L7_FLOW_LOG, &batches)
+        .unwrap();
+    let first = &batches[batches.len() / 2];
+    let seq = first
+        .column_by_name("req_tcp_seq")
+        .map(|c| arrow::compute::cast(c, &arrow::datatypes::DataType::Int64).unwrap())
+        .map(|c| c.as_primitive::<Int64Type>().value(0))
+        .unwrap();
+    let from_us = first
+        .column_by_name("start_time")
+        .map(|c| arrow::compute::cast(c, &arrow::datatypes::DataType::Int64).unwrap())
+        .map(|c| c.as_primitive::<Int64Type>().value(0))
+        .unwrap();
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(pruning(dir.path(), seq, from_us));
+}
