@@ -1,9 +1,12 @@
-"""Bytes per span on disk: wiretrace's Parquet files against the same rows stored by DuckDB
-(native table) and by chDB (ClickHouse MergeTree, ordered by start_time), side by side in one
-run. Also prints how long DuckDB and chDB take to load the rows from wiretrace's Parquet.
+"""Bytes per span on disk and write speed: wiretrace's Parquet files against the same rows
+stored by DuckDB (native table) and by chDB (ClickHouse MergeTree, ordered by start_time), side
+by side in one run. The rows are read from wiretrace's Parquet into memory first (not timed);
+then each engine stores them from memory, timed in wall seconds and in process CPU seconds
+(both engines use every core, wiretrace's write path one). wiretrace's own write speed for the
+same generated rows comes from `cargo bench -p wiretrace-benches --bench storage`.
 
 usage: benches/storage_size.py DATA_DIR   (a data dir written by `wiretrace generate` or `up`)
-needs: duckdb and chdb in the venv (pip install duckdb chdb)
+needs: pyarrow, duckdb and chdb in the venv (pip install pyarrow duckdb chdb)
 """
 import glob
 import os
@@ -12,26 +15,41 @@ import tempfile
 import time
 
 import duckdb
+import pyarrow as pa
+import pyarrow.parquet as pq
 
 data = sys.argv[1]
-files = glob.glob(os.path.join(data, "l7_flow_log", "**", "*.parquet"), recursive=True)
+files = sorted(glob.glob(os.path.join(data, "l7_flow_log", "**", "*.parquet"), recursive=True))
 ours = sum(os.path.getsize(f) for f in files)
-pattern = os.path.join(data, "l7_flow_log", "**", "*.parquet")
-rows = duckdb.sql(f"select count(*) from read_parquet('{pattern}')").fetchall()[0][0]
+spans = pa.concat_tables([pq.read_table(f) for f in files])
+rows = spans.num_rows
 print(f"rows: {rows}")
 print(f"wiretrace Parquet: {ours} bytes in {len(files)} files = {ours / rows:.1f} B/span")
+
+
+def timed(store):
+    wall, cpu = time.perf_counter(), time.process_time()
+    store()
+    return time.perf_counter() - wall, time.process_time() - cpu
+
+
+def report(name, size, wall, cpu):
+    print(f"{name}: {size} bytes = {size / rows:.1f} B/span (x{size / ours:.2f} of wiretrace); "
+          f"write {rows / wall / 1e6:.2f} M spans/s wall, {rows / cpu / 1e6:.2f} M per CPU-second")
+
 
 with tempfile.TemporaryDirectory() as tmp:
     db = os.path.join(tmp, "spans.duckdb")
     con = duckdb.connect(db)
-    t = time.perf_counter()
-    con.execute(f"create table spans as select * from read_parquet('{pattern}')")
-    con.execute("checkpoint")
-    secs = time.perf_counter() - t
+
+    def duck():
+        con.execute("create table spans as select * from spans_arrow")
+        con.execute("checkpoint")
+
+    con.register("spans_arrow", spans)
+    wall, cpu = timed(duck)
     con.close()
-    size = os.path.getsize(db)
-    print(f"DuckDB {duckdb.__version__}: {size} bytes = {size / rows:.1f} B/span "
-          f"(x{size / ours:.2f} of wiretrace); load {rows / secs:,.0f} rows/s")
+    report(f"DuckDB {duckdb.__version__}", os.path.getsize(db), wall, cpu)
 
 try:
     import chdb
@@ -43,19 +61,18 @@ except ImportError:
 with tempfile.TemporaryDirectory() as tmp:
     s = session.Session(tmp)
     s.query("create database if not exists b")
-    t = time.perf_counter()
-    s.query(
-        f"create table b.spans engine = MergeTree order by start_time "
-        f"as select * from file('{pattern}', Parquet)"
-    )
-    s.query("optimize table b.spans final")
-    secs = time.perf_counter() - t
+
+    def ch():
+        s.query("create table b.spans engine = MergeTree order by start_time "
+                "as select * from Python(spans)")
+        s.query("optimize table b.spans final")
+
+    wall, cpu = timed(ch)
     size = int(
         s.query(
             "select sum(bytes_on_disk) from system.parts where database = 'b' and active",
             "CSV",
         ).bytes().decode().strip()
     )
-    print(f"chDB {chdb.__version__}: {size} bytes = {size / rows:.1f} B/span "
-          f"(x{size / ours:.2f} of wiretrace); load {rows / secs:,.0f} rows/s")
+    report(f"chDB {chdb.__version__}", size, wall, cpu)
     s.close()

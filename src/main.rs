@@ -553,7 +553,8 @@ async fn stats(store: StoreArgs) -> Result<()> {
     recover(&store.data_dir).await?;
     let ctx = session(&store.data_dir).await?;
     for sql in [
-        "select table_name, count(*) as partitions, sum(files) as files, sum(bytes) as bytes, \
+        "select table_name, count(*) as partitions, sum(files) as files, sum(rows) as rows, \
+         sum(bytes) as bytes, round(sum(bytes) / greatest(sum(rows), 1), 1) as bytes_per_row, \
          min(start) as oldest, max(start) as newest from storage_partitions group by table_name \
          order by table_name",
         "select * from storage_partitions order by start desc, table_name limit 24",

@@ -8,16 +8,26 @@
 //!
 //! `cargo bench -p wiretrace-benches --bench storage [-- TRACES]` (default 20000)
 
-use std::time::Instant;
+use std::{path::Path, sync::Arc, time::Instant};
 
 use datafusion::arrow::{
     self,
     array::{AsArray, RecordBatch},
     datatypes::Int64Type,
 };
-use datafusion::prelude::SessionContext;
+use datafusion::{
+    config::TableParquetOptions,
+    datasource::{
+        file_format::parquet::ParquetFormat,
+        listing::{ListingOptions, ListingTable, ListingTableConfig, ListingTableUrl},
+    },
+    prelude::SessionContext,
+};
 use wiretrace_ingest::generate::{GenConfig, Generator};
-use wiretrace_storage::{Store, StoreOptions, TableWriters, schema::L7_FLOW_LOG};
+use wiretrace_storage::{
+    Store, StoreOptions, TableWriters,
+    schema::{L7_FLOW_LOG, tables},
+};
 
 /// Rows per appended batch (an agent hands over a few thousand spans per flush interval).
 const BATCH_ROWS: usize = 8192;
@@ -36,7 +46,7 @@ fn cpu_seconds() -> f64 {
 }
 
 /// Median (wall, cpu) seconds of `RUNS` runs of `f` on a fresh data dir.
-fn time(mut f: impl FnMut(&std::path::Path)) -> (f64, f64) {
+fn time(mut f: impl FnMut(&Path)) -> (f64, f64) {
     let mut runs: Vec<(f64, f64)> = (0..RUNS)
         .map(|_| {
             let dir = tempfile::tempdir().unwrap();
@@ -59,7 +69,7 @@ fn write_throughput(batches: &[RecordBatch], rows: usize) {
     };
     println!("| write path ({rows} spans) | spans/s (wall) | spans/s per CPU-second |");
     println!("|---|---:|---:|");
-    let store = |dir: &std::path::Path| Store::open(dir, StoreOptions::default()).unwrap();
+    let store = |dir: &Path| Store::open(dir, StoreOptions::default()).unwrap();
     report(
         "WAL append (Arrow IPC, fsync per batch)",
         time(|dir| {
@@ -108,7 +118,8 @@ async fn touched(ctx: &SessionContext, sql: &str) -> String {
         "page_index_rows_pruned",
         "bytes_scanned",
     ];
-    let metrics = text.split("metrics=[").nth(1).unwrap_or_default();
+    let scan = text.split("DataSourceExec").nth(1).unwrap_or_default();
+    let metrics = scan.split("metrics=[").nth(1).unwrap_or_default();
     metrics
         .split(", ")
         .filter(|m| wanted.iter().any(|w| m.starts_with(w)))
@@ -116,46 +127,71 @@ async fn touched(ctx: &SessionContext, sql: &str) -> String {
         .join("; ")
 }
 
-async fn pruning(dir: &std::path::Path, seq: i64, from_us: i64) {
-    let queries = [
-        (
-            "time range: 1 s of 600",
-            format!(
-                "SELECT count(*) FROM l7_flow_log WHERE start_time BETWEEN to_timestamp_micros({from_us}) AND to_timestamp_micros({})",
-                from_us + 1_000_000
+/// The same files as `l7_flow_log`, read with no pruning at all: no statistics, bloom filters
+/// or page index (the table's own Parquet options decide those, not `SET`).
+fn register_unpruned(ctx: &SessionContext, dir: &Path) {
+    let mut options = TableParquetOptions::default();
+    options.global.pruning = false;
+    options.global.bloom_filter_on_read = false;
+    options.global.enable_page_index = false;
+    let format = ParquetFormat::default().with_options(options);
+    let files = std::fs::canonicalize(dir.join(L7_FLOW_LOG)).unwrap();
+    let url = ListingTableUrl::parse(format!("{}/", files.display())).unwrap();
+    let schema = tables().into_iter().find(|t| t.0 == L7_FLOW_LOG).unwrap().1;
+    let config = ListingTableConfig::new(url)
+        .with_listing_options(ListingOptions::new(Arc::new(format)).with_file_extension(".parquet"))
+        .with_schema(schema);
+    ctx.register_table(
+        "l7_unpruned",
+        Arc::new(ListingTable::try_new(config).unwrap()),
+    )
+    .unwrap();
+}
+
+async fn pruning(dir: &Path, seq: i64, from_us: i64) {
+    let queries = |table: &str| {
+        [
+            (
+                "time range: 1 s of 600",
+                format!(
+                    "SELECT * FROM {table} WHERE start_time BETWEEN to_timestamp_micros({from_us}) AND to_timestamp_micros({})",
+                    from_us + 1_000_000
+                ),
             ),
-        ),
-        (
-            "key lookup: req_tcp_seq = one value",
-            format!("SELECT * FROM l7_flow_log WHERE req_tcp_seq = {seq}"),
-        ),
-    ];
+            (
+                "key lookup: req_tcp_seq = one value",
+                format!("SELECT * FROM {table} WHERE req_tcp_seq = {seq}"),
+            ),
+        ]
+    };
+    let ctx = wiretrace_query::session(dir).await.unwrap();
+    register_unpruned(&ctx, dir);
     println!("\n| query | pruning | median | p90 | scan metrics |");
     println!("|---|---|---:|---:|---|");
-    for on in [true, false] {
-        let ctx = wiretrace_query::session(dir).await.unwrap();
-        for setting in [
-            "datafusion.execution.parquet.pruning",
-            "datafusion.execution.parquet.bloom_filter_on_read",
-            "datafusion.execution.parquet.enable_page_index",
-            "datafusion.execution.parquet.pushdown_filters",
-        ] {
-            ctx.sql(&format!("SET {setting} = {on}")).await.unwrap();
-        }
-        for (what, sql) in &queries {
+    for (on, table) in [(true, L7_FLOW_LOG), (false, "l7_unpruned")] {
+        ctx.sql(&format!(
+            "SET datafusion.execution.parquet.pushdown_filters = {on}"
+        ))
+        .await
+        .unwrap();
+        for (what, sql) in queries(table) {
             let mut ms: Vec<f64> = Vec::new();
             for _ in 0..21 {
                 let t = Instant::now();
-                ctx.sql(sql).await.unwrap().collect().await.unwrap();
+                ctx.sql(&sql).await.unwrap().collect().await.unwrap();
                 ms.push(t.elapsed().as_secs_f64() * 1e3);
             }
             ms.sort_by(f64::total_cmp);
             println!(
                 "| {what} | {} | {:.1} ms | {:.1} ms | {} |",
-                if on { "on" } else { "off" },
+                if on {
+                    "statistics, bloom filters, page index, filter pushdown"
+                } else {
+                    "none"
+                },
                 ms[10],
                 ms[18],
-                touched(&ctx, sql).await
+                touched(&ctx, &sql).await
             );
         }
     }

@@ -61,7 +61,7 @@ impl StatsTable {
         Self { source, schema }
     }
 
-    /// `storage_partitions`: table_name, partition, start, files, bytes of every hour partition
+    /// `storage_partitions`: table_name, partition, start, files, rows, bytes of every hour partition
     /// under `data_dir`.
     pub fn partitions(data_dir: PathBuf) -> Self {
         let ts = DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into()));
@@ -70,6 +70,7 @@ impl StatsTable {
             Field::new("partition", DataType::Utf8, false),
             Field::new("start", ts, false),
             Field::new("files", DataType::UInt64, false),
+            Field::new("rows", DataType::UInt64, false),
             Field::new("bytes", DataType::UInt64, false),
         ]));
         Self::computed(
@@ -93,6 +94,7 @@ impl StatsTable {
                             .with_timezone("UTC"),
                     ),
                     Arc::new(parts.iter().map(|p| p.files).collect::<UInt64Array>()),
+                    Arc::new(parts.iter().map(|p| p.rows).collect::<UInt64Array>()),
                     Arc::new(parts.iter().map(|p| p.bytes).collect::<UInt64Array>()),
                 ])
             }),

@@ -33,6 +33,8 @@ pub struct Partition {
     pub start: DateTime<Utc>,
     /// Parquet files in it.
     pub files: u64,
+    /// Rows in them (by their footers; an unreadable file counts none).
+    pub rows: u64,
     /// Their bytes.
     pub bytes: u64,
 }
@@ -78,10 +80,11 @@ pub fn partitions(data_dir: &Path) -> Result<Vec<Partition>> {
                 let Some(time) = NaiveTime::from_hms_opt(h, 0, 0) else {
                     continue;
                 };
-                let (mut files, mut bytes) = (0, 0);
+                let (mut files, mut rows, mut bytes) = (0, 0, 0);
                 for f in parquet_files(&hour.path())? {
                     files += 1;
                     bytes += fs::metadata(&f).map(|m| m.len()).unwrap_or(0);
+                    rows += footer_rows(&f).unwrap_or(0);
                 }
                 all.push(Partition {
                     table,
@@ -89,6 +92,7 @@ pub fn partitions(data_dir: &Path) -> Result<Vec<Partition>> {
                     dir: hour.path(),
                     start: date.and_time(time).and_utc(),
                     files,
+                    rows,
                     bytes,
                 });
             }
@@ -96,6 +100,13 @@ pub fn partitions(data_dir: &Path) -> Result<Vec<Partition>> {
     }
     all.sort_by(|a, b| (a.start, a.table).cmp(&(b.start, b.table)));
     Ok(all)
+}
+
+/// Rows of a Parquet file, from its footer.
+fn footer_rows(file: &Path) -> Option<u64> {
+    let f = fs::File::open(file).ok()?;
+    let meta = ParquetMetaDataReader::new().parse_and_finish(&f).ok()?;
+    u64::try_from(meta.file_metadata().num_rows()).ok()
 }
 
 fn parquet_files(dir: &Path) -> Result<Vec<PathBuf>> {

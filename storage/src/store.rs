@@ -111,7 +111,7 @@ impl Store {
         let mut stats = StoreStats::default();
         for r in replayed {
             stats.buffered_rows += r.batch.num_rows() as u64;
-            stats.buffered_bytes += r.batch.get_array_memory_size() as u64;
+            stats.buffered_bytes += batch_bytes(&r.batch);
             buffers.entry(r.table).or_default().push((r.seq, r.batch));
         }
         if stats.buffered_rows > 0 {
@@ -153,7 +153,7 @@ impl Store {
         inner.wal.append(table, &batch)?;
         let seq = inner.wal.seq();
         inner.stats.buffered_rows += batch.num_rows() as u64;
-        inner.stats.buffered_bytes += batch.get_array_memory_size() as u64;
+        inner.stats.buffered_bytes += batch_bytes(&batch);
         inner.oldest.get_or_insert_with(Instant::now);
         inner
             .buffers
@@ -308,10 +308,7 @@ impl Store {
             for b in inner.buffers.values_mut() {
                 b.retain(|(seq, _)| *seq > closed);
                 left += b.iter().map(|(_, x)| x.num_rows() as u64).sum::<u64>();
-                left_bytes += b
-                    .iter()
-                    .map(|(_, x)| x.get_array_memory_size() as u64)
-                    .sum::<u64>();
+                left_bytes += b.iter().map(|(_, x)| batch_bytes(x)).sum::<u64>();
             }
             if left > 0 {
                 inner.oldest = Some(Instant::now());
@@ -333,6 +330,19 @@ impl Store {
             ..inner.stats
         }
     }
+}
+
+/// Memory the rows of `batch` take: for a slice, its share of the buffers, not all of them.
+fn batch_bytes(batch: &RecordBatch) -> u64 {
+    batch
+        .columns()
+        .iter()
+        .map(|c| {
+            c.to_data()
+                .get_slice_memory_size()
+                .unwrap_or_else(|_| c.get_array_memory_size()) as u64
+        })
+        .sum()
 }
 
 /// Completes the compactions a crash interrupted (their intents are durable, their new files
