@@ -39,6 +39,14 @@ def report(name, size, wall, cpu):
 
 
 with tempfile.TemporaryDirectory() as tmp:
+    # Another Parquet writer on the same rows: Arrow C++ (pyarrow), zstd 3, 64k-row groups,
+    # its default encodings.
+    out = os.path.join(tmp, "spans.parquet")
+    wall, cpu = timed(lambda: pq.write_table(spans, out, compression="zstd",
+                                             compression_level=3, row_group_size=65536))
+    report(f"pyarrow {pa.__version__} Parquet", os.path.getsize(out), wall, cpu)
+
+with tempfile.TemporaryDirectory() as tmp:
     db = os.path.join(tmp, "spans.duckdb")
     con = duckdb.connect(db)
 

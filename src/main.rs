@@ -562,6 +562,12 @@ async fn stats(store: StoreArgs) -> Result<()> {
     ] {
         println!("{}", output::render(&output::run_sql(&ctx, sql).await?)?);
     }
+    println!(
+        "write-ahead log: {} bytes not yet in Parquet (live counters — drops, flushes, \
+         compactions, cache hits — are the store_counters, ingest_counters and cache_counters \
+         tables of a running `wiretrace up`)",
+        wiretrace_storage::log_bytes(&store.data_dir)
+    );
     Ok(())
 }
 

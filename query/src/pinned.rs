@@ -1,15 +1,21 @@
 //! A plan node that holds a store [`Pin`] for as long as its plan or any of its streams lives,
-//! so the files its input listed are not deleted under it by a compaction.
+//! so the files its input listed are not deleted under it by a compaction. It is transparent
+//! to the optimizer: statistics, limits and filters pass through to its input.
 
 use std::{fmt, sync::Arc};
 
 use datafusion::{
-    common::tree_node::TreeNodeRecursion,
+    common::{Statistics, config::ConfigOptions, tree_node::TreeNodeRecursion},
     error::Result,
     execution::{SendableRecordBatchStream, TaskContext},
     physical_expr::PhysicalExpr,
     physical_plan::{
         DisplayAs, DisplayFormatType, ExecutionPlan, PlanProperties,
+        execution_plan::CardinalityEffect,
+        filter_pushdown::{
+            ChildPushdownResult, FilterDescription, FilterPushdownPhase, FilterPushdownPropagation,
+        },
+        statistics::{ChildStats, StatisticsArgs},
         stream::RecordBatchStreamAdapter,
     },
 };
@@ -51,6 +57,44 @@ impl ExecutionPlan for PinnedExec {
 
     fn maintains_input_order(&self) -> Vec<bool> {
         vec![true]
+    }
+
+    fn supports_limit_pushdown(&self) -> bool {
+        true
+    }
+
+    fn cardinality_effect(&self) -> CardinalityEffect {
+        CardinalityEffect::Equal
+    }
+
+    fn child_stats_requests(&self, partition: Option<usize>) -> Vec<ChildStats> {
+        vec![ChildStats::At(partition)]
+    }
+
+    fn statistics_from_inputs(
+        &self,
+        input_stats: &[Arc<Statistics>],
+        _args: &StatisticsArgs,
+    ) -> Result<Arc<Statistics>> {
+        Ok(Arc::clone(&input_stats[0]))
+    }
+
+    fn gather_filters_for_pushdown(
+        &self,
+        _phase: FilterPushdownPhase,
+        parent_filters: Vec<Arc<dyn PhysicalExpr>>,
+        _config: &ConfigOptions,
+    ) -> Result<FilterDescription> {
+        FilterDescription::from_children(parent_filters, &self.children())
+    }
+
+    fn handle_child_pushdown_result(
+        &self,
+        _phase: FilterPushdownPhase,
+        child_pushdown_result: ChildPushdownResult,
+        _config: &ConfigOptions,
+    ) -> Result<FilterPushdownPropagation<Arc<dyn ExecutionPlan>>> {
+        Ok(FilterPushdownPropagation::if_all(child_pushdown_result))
     }
 
     fn apply_expressions(

@@ -24,5 +24,5 @@ pub use compact::{CompactOptions, Compacted};
 pub use error::{Result, StorageError};
 pub use readers::Pin;
 pub use store::{Store, StoreOptions, StoreStats};
-pub use wal::{FsyncPolicy, Replayed, Wal};
+pub use wal::{FsyncPolicy, Replayed, Wal, log_bytes};
 pub use writer::{LOOKUP_KEY_COLUMNS, PartitionedWriter, Staged, TableWriters, WriteStats};

@@ -193,13 +193,22 @@ impl Wal {
 
     /// Bytes in the log's segments.
     pub fn bytes(&self) -> u64 {
-        segments(&self.dir)
-            .unwrap_or_default()
-            .iter()
-            .filter_map(|(_, _, p)| fs::metadata(p).ok())
-            .map(|m| m.len())
-            .sum()
+        segment_bytes(&self.dir)
     }
+}
+
+/// Bytes in the log segments of `data_dir` (readable while another process holds the log).
+pub fn log_bytes(data_dir: &Path) -> u64 {
+    segment_bytes(&data_dir.join("wal"))
+}
+
+fn segment_bytes(dir: &Path) -> u64 {
+    segments(dir)
+        .unwrap_or_default()
+        .iter()
+        .filter_map(|(_, _, p)| fs::metadata(p).ok())
+        .map(|m| m.len())
+        .sum()
 }
 
 fn segment_path(dir: &Path, table: &str, seq: u64) -> PathBuf {
