@@ -69,14 +69,18 @@ fn write_throughput(batches: &[RecordBatch], rows: usize) {
     };
     println!("| write path ({rows} spans) | spans/s (wall) | spans/s per CPU-second |");
     println!("|---|---:|---:|");
-    let store = |dir: &Path| Store::open(dir, StoreOptions::default()).unwrap();
+    // A store of `dir` holding every batch (logged, not yet flushed).
+    let appended = |dir: &Path| {
+        let s = Store::open(dir, StoreOptions::default()).unwrap();
+        for b in batches {
+            s.append(L7_FLOW_LOG, b.clone()).unwrap();
+        }
+        s
+    };
     report(
         "WAL append (Arrow IPC, fsync per batch)",
         time(|dir| {
-            let s = store(dir);
-            for b in batches {
-                s.append(L7_FLOW_LOG, b.clone()).unwrap();
-            }
+            appended(dir);
         }),
     );
     report(
@@ -91,11 +95,7 @@ fn write_throughput(batches: &[RecordBatch], rows: usize) {
     report(
         "both: append every batch, then flush",
         time(|dir| {
-            let s = store(dir);
-            for b in batches {
-                s.append(L7_FLOW_LOG, b.clone()).unwrap();
-            }
-            s.flush().unwrap();
+            appended(dir).flush().unwrap();
         }),
     );
 }
