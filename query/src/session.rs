@@ -53,8 +53,8 @@ pub async fn session_with(
     let config = SessionConfig::new()
         .with_default_catalog_and_schema(CATALOG, "public")
         .with_information_schema(true);
-    // New Parquet files appear every flush: never cache directory listings.
     let metadata = Arc::new(MetadataCache::new(METADATA_CACHE_BYTES));
+    // New Parquet files appear every flush: never cache directory listings.
     let caches = CacheManagerConfig::default()
         .with_list_files_cache_limit(0)
         .with_file_metadata_cache(Some(Arc::clone(&metadata) as _))
@@ -75,7 +75,7 @@ pub async fn session_with(
     runtime.register_object_store(ObjectStoreUrl::local_filesystem().as_ref(), Arc::new(files));
     let mut ctx = SessionContext::new_with_config_rt(config, runtime);
     for (name, schema, _) in tables() {
-        register_table(&ctx, data_dir, name, schema, store.as_ref())?;
+        register_table(&ctx, &canonical, name, schema, store.as_ref())?;
     }
     let dir = data_dir.to_path_buf();
     register_stats(
@@ -93,8 +93,8 @@ pub async fn session_with(
     Ok(ctx)
 }
 
-/// Registers table `name` over its Parquet files under `data_dir` (all partitions) and, with a
-/// store, its buffered rows.
+/// Registers table `name` over its Parquet files under the canonical `data_dir` (all
+/// partitions) and, with a store, its buffered rows.
 fn register_table(
     ctx: &SessionContext,
     data_dir: &Path,
@@ -105,10 +105,6 @@ fn register_table(
     let dir = paths::table_dir(data_dir, name);
     std::fs::create_dir_all(&dir).map_err(|source| QueryError::Io {
         op: format!("creating {}", dir.display()),
-        source,
-    })?;
-    let dir = std::fs::canonicalize(&dir).map_err(|source| QueryError::Io {
-        op: format!("resolving {}", dir.display()),
         source,
     })?;
     let url = ListingTableUrl::parse(format!("{}/", dir.display()))?;

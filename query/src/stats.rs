@@ -94,7 +94,7 @@ impl StatsTable {
                             .with_timezone("UTC"),
                     ),
                     Arc::new(parts.iter().map(|p| p.files).collect::<UInt64Array>()),
-                    Arc::new(parts.iter().map(|p| p.rows).collect::<UInt64Array>()),
+                    Arc::new(parts.iter().map(|p| p.rows()).collect::<UInt64Array>()),
                     Arc::new(parts.iter().map(|p| p.bytes).collect::<UInt64Array>()),
                 ])
             }),

@@ -11,7 +11,10 @@ use std::{
 use arrow::array::RecordBatch;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 
-use crate::error::{Result, StorageError, io};
+use crate::{
+    error::{Result, StorageError, io},
+    maintain,
+};
 
 /// Which files a compaction merges.
 #[derive(Debug, Clone, Copy)]
@@ -54,11 +57,8 @@ pub struct Compacted {
 /// The files of partition `dir` to merge, oldest first: small ones, as many as fit the input
 /// limit; empty when fewer than `min_files`.
 pub(crate) fn pick(dir: &Path, options: &CompactOptions) -> Result<Vec<(PathBuf, u64)>> {
-    let mut files: Vec<(PathBuf, u64)> = fs::read_dir(dir)
-        .map_err(io("listing", dir))?
-        .flatten()
-        .map(|e| e.path())
-        .filter(|p| p.extension().is_some_and(|x| x == "parquet"))
+    let mut files: Vec<(PathBuf, u64)> = maintain::parquet_files(dir)?
+        .into_iter()
         .filter_map(|p| Some((fs::metadata(&p).ok()?.len(), p)))
         .filter(|(len, _)| *len < options.small_bytes)
         .map(|(len, p)| (p, len))

@@ -33,8 +33,6 @@ pub struct Partition {
     pub start: DateTime<Utc>,
     /// Parquet files in it.
     pub files: u64,
-    /// Rows in them (by their footers; an unreadable file counts none).
-    pub rows: u64,
     /// Their bytes.
     pub bytes: u64,
 }
@@ -80,11 +78,10 @@ pub fn partitions(data_dir: &Path) -> Result<Vec<Partition>> {
                 let Some(time) = NaiveTime::from_hms_opt(h, 0, 0) else {
                     continue;
                 };
-                let (mut files, mut rows, mut bytes) = (0, 0, 0);
+                let (mut files, mut bytes) = (0, 0);
                 for f in parquet_files(&hour.path())? {
                     files += 1;
                     bytes += fs::metadata(&f).map(|m| m.len()).unwrap_or(0);
-                    rows += footer_rows(&f).unwrap_or(0);
                 }
                 all.push(Partition {
                     table,
@@ -92,7 +89,6 @@ pub fn partitions(data_dir: &Path) -> Result<Vec<Partition>> {
                     dir: hour.path(),
                     start: date.and_time(time).and_utc(),
                     files,
-                    rows,
                     bytes,
                 });
             }
@@ -102,14 +98,25 @@ pub fn partitions(data_dir: &Path) -> Result<Vec<Partition>> {
     Ok(all)
 }
 
-/// Rows of a Parquet file, from its footer.
-fn footer_rows(file: &Path) -> Option<u64> {
-    let f = fs::File::open(file).ok()?;
-    let meta = ParquetMetaDataReader::new().parse_and_finish(&f).ok()?;
-    u64::try_from(meta.file_metadata().num_rows()).ok()
+impl Partition {
+    /// Rows in its files, by their footers (an unreadable file counts none). Reads every
+    /// footer, so only the views that show rows ask.
+    pub fn rows(&self) -> u64 {
+        let footer_rows = |file: &Path| -> Option<u64> {
+            let f = fs::File::open(file).ok()?;
+            let meta = ParquetMetaDataReader::new().parse_and_finish(&f).ok()?;
+            u64::try_from(meta.file_metadata().num_rows()).ok()
+        };
+        parquet_files(&self.dir)
+            .unwrap_or_default()
+            .iter()
+            .filter_map(|f| footer_rows(f))
+            .sum()
+    }
 }
 
-fn parquet_files(dir: &Path) -> Result<Vec<PathBuf>> {
+/// The Parquet files directly in `dir`.
+pub(crate) fn parquet_files(dir: &Path) -> Result<Vec<PathBuf>> {
     Ok(fs::read_dir(dir)
         .map_err(io("listing", dir))?
         .flatten()

@@ -38,7 +38,7 @@ pub fn retired_path(data_dir: &Path, file: &Path) -> PathBuf {
     data_dir.join(RETIRED_DIR).join(rel)
 }
 
-/// Folder of compaction intent files.
-pub fn compaction_dir(data_dir: &Path) -> PathBuf {
-    data_dir.join("compaction")
+/// The intent file of the file swap (compaction or retention) in progress, if any.
+pub fn swap_intent(data_dir: &Path) -> PathBuf {
+    data_dir.join("swap.intent")
 }

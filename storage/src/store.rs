@@ -2,18 +2,15 @@
 //! in-memory buffer (queryable at once), and flushes move the buffer to Parquet by size and
 //! age. Queries take [`Store::barrier`] for reading while they list files and snapshot the
 //! buffer; a flush takes it for writing while it renames its files into place and drops the
-//! same rows from the buffer, so every query sees each row exactly once. A compaction swaps
-//! files under the same barrier, and the files it replaces stay readable until every query
-//! pinned before it has ended ([`Store::pin`]).
+//! same rows from the buffer, so every query sees each row exactly once. Compaction and
+//! retention swap files under the same barrier, and the files they replace stay readable
+//! until every query pinned before the swap has ended ([`Store::pin`]).
 
 use std::{
     collections::BTreeMap,
     fs,
     path::{Path, PathBuf},
-    sync::{
-        Mutex, MutexGuard,
-        atomic::{AtomicU64, Ordering},
-    },
+    sync::{Mutex, MutexGuard},
     time::{Duration, Instant},
 };
 
@@ -93,8 +90,8 @@ pub struct Store {
     options: StoreOptions,
     inner: Mutex<Inner>,
     flushing: Mutex<()>,
-    compacting: Mutex<()>,
-    compaction_seq: AtomicU64,
+    /// One file swap (compaction or retention) at a time.
+    swapping: Mutex<()>,
     barrier: tokio::sync::RwLock<()>,
     readers: Readers,
 }
@@ -105,7 +102,7 @@ impl Store {
     pub fn open(data_dir: &Path, options: StoreOptions) -> Result<Self> {
         let writers = TableWriters::open(data_dir)?;
         let (wal, replayed) = Wal::open(data_dir, options.fsync)?;
-        finish_compactions(data_dir)?;
+        finish_swap(data_dir)?;
         maintain::remove_temp_files(data_dir)?;
         let mut buffers: BTreeMap<String, Vec<(u64, RecordBatch)>> = BTreeMap::new();
         let mut stats = StoreStats::default();
@@ -129,8 +126,7 @@ impl Store {
                 stats,
             }),
             flushing: Mutex::new(()),
-            compacting: Mutex::new(()),
-            compaction_seq: AtomicU64::new(0),
+            swapping: Mutex::new(()),
             barrier: tokio::sync::RwLock::new(()),
             readers: Readers::default(),
         })
@@ -196,32 +192,40 @@ impl Store {
         self.readers.pin()
     }
 
-    /// Drops the partition in `dir` (retention): its files leave the table under the flush
-    /// barrier, to the retired folder, where they stay until no query that listed them runs.
+    /// Drops the partition in `dir` (retention): its files leave the table in one swap, to
+    /// the retired folder, where they stay until no query that listed them runs.
     pub fn drop_partition(&self, dir: &Path) -> Result<()> {
-        let moves: Vec<(PathBuf, PathBuf)> = fs::read_dir(dir)
+        let _one = self.swapping.lock().unwrap_or_else(|e| e.into_inner());
+        let renames: Vec<(PathBuf, PathBuf)> = fs::read_dir(dir)
             .map_err(io("listing", dir))?
             .flatten()
             .map(|e| (e.path(), paths::retired_path(&self.data_dir, &e.path())))
             .collect();
-        let to = paths::retired_path(&self.data_dir, dir);
-        fs::create_dir_all(&to).map_err(io("creating", &to))?;
+        let retired = renames.iter().map(|(_, to)| to.clone()).collect();
+        self.swap(&renames, retired)?;
+        maintain::remove_partition(dir)
+    }
+
+    /// Does `renames` as one change queries see whole: recorded in the intent file first (a
+    /// crash part way is finished on open), then done under the flush barrier; `retired` (the
+    /// targets under the retired folder) are deleted once no query that listed them runs.
+    /// The caller holds `swapping`.
+    fn swap(&self, renames: &[(PathBuf, PathBuf)], retired: Vec<PathBuf>) -> Result<()> {
+        let marker = paths::swap_intent(&self.data_dir);
+        intent::write(&marker, renames)?;
         {
             let _queries = self.barrier.blocking_write();
-            for (from, to) in &moves {
-                fs::rename(from, to).map_err(io("retiring", from))?;
-            }
+            intent::apply(&marker)?;
         }
-        maintain::remove_partition(dir)?;
-        self.readers
-            .retire(moves.into_iter().map(|(_, to)| to).collect());
+        fs::remove_file(&marker).map_err(io("removing", &marker))?;
+        self.readers.retire(retired);
         Ok(())
     }
 
     /// Merges the small files of every partition that has enough of them (blocking; call off
     /// the async runtime), then deletes replaced files no running query can still read.
     pub fn compact(&self, options: &CompactOptions) -> Result<Compacted> {
-        let _one = self.compacting.lock().unwrap_or_else(|e| e.into_inner());
+        let _one = self.swapping.lock().unwrap_or_else(|e| e.into_inner());
         let mut done = Compacted::default();
         for p in maintain::partitions(&self.data_dir)? {
             let files = compact::pick(&p.dir, options)?;
@@ -246,17 +250,7 @@ impl Store {
                 .map(|s| (s.tmp.clone(), s.path.clone()))
                 .chain(files.iter().map(|(f, _)| f.clone()).zip(retired.clone()))
                 .collect();
-            let dir = paths::compaction_dir(&self.data_dir);
-            fs::create_dir_all(&dir).map_err(io("creating", &dir))?;
-            let seq = self.compaction_seq.fetch_add(1, Ordering::Relaxed);
-            let marker = dir.join(format!("{seq:020}.intent"));
-            intent::write(&marker, &renames)?;
-            {
-                let _queries = self.barrier.blocking_write();
-                intent::apply(&marker)?;
-            }
-            fs::remove_file(&marker).map_err(io("removing", &marker))?;
-            self.readers.retire(retired);
+            self.swap(&renames, retired)?;
             done.merges += 1;
             done.files_in += files.len();
             done.files_out += staged.len();
@@ -345,21 +339,13 @@ fn batch_bytes(batch: &RecordBatch) -> u64 {
         .sum()
 }
 
-/// Completes the compactions a crash interrupted (their intents are durable, their new files
-/// synced), then empties the retired folder: no query of this process can be reading it.
-fn finish_compactions(data_dir: &Path) -> Result<()> {
-    let dir = paths::compaction_dir(data_dir);
-    if let Ok(entries) = fs::read_dir(&dir) {
-        let mut markers: Vec<PathBuf> = entries
-            .flatten()
-            .map(|e| e.path())
-            .filter(|p| p.extension().is_some_and(|x| x == "intent"))
-            .collect();
-        markers.sort();
-        for m in markers {
-            intent::apply(&m)?;
-            fs::remove_file(&m).map_err(io("removing", &m))?;
-        }
+/// Completes the file swap a crash interrupted (its intent is durable, its new files synced),
+/// then empties the retired folder: no query of this process can be reading it.
+fn finish_swap(data_dir: &Path) -> Result<()> {
+    let marker = paths::swap_intent(data_dir);
+    if marker.exists() {
+        intent::apply(&marker)?;
+        fs::remove_file(&marker).map_err(io("removing", &marker))?;
     }
     let retired = data_dir.join(paths::RETIRED_DIR);
     if retired.exists() {
@@ -573,9 +559,7 @@ mod tests {
             for (f, _) in &files {
                 renames.push((f.clone(), paths::retired_path(dir.path(), f)));
             }
-            let cdir = paths::compaction_dir(dir.path());
-            fs::create_dir_all(&cdir).unwrap();
-            intent::write(&cdir.join("00000000000000000000.intent"), &renames).unwrap();
+            intent::write(&paths::swap_intent(dir.path()), &renames).unwrap();
             // Also a half-written file from a flush that never got its marker.
             fs::write(part.dir.join("part-x.parquet.tmp"), b"half").unwrap();
             // The process dies before any rename.
