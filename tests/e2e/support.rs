@@ -110,11 +110,12 @@ impl Drop for ChildGuard {
 
 /// A running `wiretrace up` on its own temp data dir and SQL port.
 pub(crate) struct Wiretrace {
-    /// The data dir (removed on drop).
+    /// The process; declared first so it is stopped before the data dir is removed.
+    proc: ChildGuard,
+    /// The data dir (removed on drop, after the process has stopped).
     pub(crate) data: tempfile::TempDir,
     /// The SQL port.
     pub(crate) port: u16,
-    proc: ChildGuard,
 }
 
 impl Wiretrace {
