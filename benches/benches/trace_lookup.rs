@@ -9,13 +9,15 @@
 use std::{
     fmt::Write as _,
     path::{Path, PathBuf},
+    sync::Arc,
     time::Instant,
 };
 
 use datafusion::{prelude::SessionContext, sql::unparser::expr_to_sql};
 use wiretrace_ingest::generate::{GenConfig, Generator};
 use wiretrace_query::trace::{
-    Tolerance, assemble,
+    KeyIndex, Tolerance, assemble,
+    index::KEY_INDEX_BYTES,
     lookup::{self, Seed},
 };
 use wiretrace_storage::{TableWriters, schema::L7_FLOW_LOG};
@@ -26,6 +28,8 @@ const SPANS_PER_SECOND: usize = 20_000;
 const CHUNK: usize = 20_000;
 /// Seeds timed.
 const SEEDS: usize = 200;
+/// Seeds timed with a fresh key index each (nothing decoded yet).
+const COLD_SEEDS: usize = 10;
 
 fn generate(dir: &Path, spans: usize) -> Vec<i64> {
     let writers = TableWriters::open(dir).expect("data dir");
@@ -69,6 +73,25 @@ async fn run(dir: &Path, seeds: &[i64]) {
     let ctx: SessionContext = wiretrace_query::session(dir).await.expect("session");
     let columns = lookup::all_columns();
     let tol = Tolerance::default();
+    let index = Arc::new(KeyIndex::new(dir, None, KEY_INDEX_BYTES));
+    // trace()'s lookup with a fresh key index each time: nothing of the store decoded yet (the
+    // OS page cache is warm, as on a running server).
+    let mut cold = Vec::new();
+    for &id in seeds.iter().rev().take(COLD_SEEDS) {
+        let fresh = Arc::new(KeyIndex::new(dir, None, KEY_INDEX_BYTES));
+        let t = Instant::now();
+        lookup::expand(&fresh, Seed::Id(id), 60_000_000, &tol, &columns)
+            .await
+            .unwrap();
+        cold.push(t.elapsed().as_secs_f64() * 1e3);
+    }
+    cold.sort_by(f64::total_cmp);
+    println!(
+        "trace() with a cold key index: {} seeds, p50 {:.1} ms, p99 {:.1} ms",
+        cold.len(),
+        percentile(&cold, 0.5),
+        percentile(&cold, 0.99)
+    );
     // Warm the OS page cache and metadata caches the way a running server would be.
     for id in seeds.iter().take(10) {
         let _ = ctx
@@ -91,16 +114,9 @@ async fn run(dir: &Path, seeds: &[i64]) {
             .unwrap();
         ms.push(t.elapsed().as_secs_f64() * 1e3);
         spans += rows.iter().map(|b| b.num_rows()).sum::<usize>();
-        let state = ctx.state();
-        let e = lookup::expand(
-            &lookup::lookup_context(&state),
-            Seed::Id(id),
-            60_000_000,
-            &tol,
-            &columns,
-        )
-        .await
-        .unwrap();
+        let e = lookup::expand(&index, Seed::Id(id), 60_000_000, &tol, &columns)
+            .await
+            .unwrap();
         rounds += e.lookups.len();
         for f in &e.lookups {
             let sql = expr_to_sql(f).unwrap().to_string();

@@ -24,17 +24,82 @@ use crate::stats::CounterSource;
 /// Bytes of Parquet metadata kept by default.
 pub const METADATA_CACHE_BYTES: usize = 64 << 20;
 
-struct Entries {
-    lru: LruCache<Path, CachedFileMetadataEntry>,
+/// An LRU whose entries together stay under a byte budget (each entry's size given on put).
+pub(crate) struct ByteLru<K: std::hash::Hash + Eq, V> {
+    lru: LruCache<K, (V, usize)>,
     bytes: usize,
     limit: usize,
 }
 
-impl Entries {
+impl<K: std::hash::Hash + Eq, V> ByteLru<K, V> {
+    /// Empty, holding at most `limit` bytes.
+    pub(crate) fn new(limit: usize) -> Self {
+        Self {
+            lru: LruCache::unbounded(),
+            bytes: 0,
+            limit,
+        }
+    }
+
+    /// The entry for `key`, now the most recently used.
+    pub(crate) fn get(&mut self, key: &K) -> Option<&V> {
+        self.lru.get(key).map(|(v, _)| v)
+    }
+
+    /// Adds an entry of `size` bytes (one over the whole budget is not kept), evicting the
+    /// least recently used past the budget; returns the entry it replaced.
+    pub(crate) fn put(&mut self, key: K, value: V, size: usize) -> Option<V> {
+        if size > self.limit {
+            return None;
+        }
+        self.bytes += size;
+        let old = self.lru.put(key, (value, size)).map(|(v, n)| {
+            self.bytes -= n;
+            v
+        });
+        self.evict_to_limit();
+        old
+    }
+
+    /// Removes `key`'s entry.
+    pub(crate) fn pop(&mut self, key: &K) -> Option<V> {
+        self.lru.pop(key).map(|(v, n)| {
+            self.bytes -= n;
+            v
+        })
+    }
+
+    /// Entries held.
+    pub(crate) fn len(&self) -> usize {
+        self.lru.len()
+    }
+
+    /// Bytes held.
+    pub(crate) fn bytes(&self) -> usize {
+        self.bytes
+    }
+
+    /// The budget.
+    pub(crate) fn limit(&self) -> usize {
+        self.limit
+    }
+
+    /// Changes the budget, evicting past it.
+    pub(crate) fn set_limit(&mut self, limit: usize) {
+        self.limit = limit;
+        self.evict_to_limit();
+    }
+
+    /// Drops every entry.
+    pub(crate) fn clear(&mut self) {
+        self.lru.clear();
+        self.bytes = 0;
+    }
+
     fn evict_to_limit(&mut self) {
         while self.bytes > self.limit {
             match self.lru.pop_lru() {
-                Some((_, old)) => self.bytes -= old.size(),
+                Some((_, (_, n))) => self.bytes -= n,
                 None => break,
             }
         }
@@ -43,7 +108,7 @@ impl Entries {
 
 /// A byte-bounded LRU of Parquet file metadata, shared by every query of a session.
 pub struct MetadataCache {
-    entries: Mutex<Entries>,
+    entries: Mutex<ByteLru<Path, CachedFileMetadataEntry>>,
     hits: AtomicU64,
     misses: AtomicU64,
 }
@@ -60,17 +125,13 @@ impl MetadataCache {
     /// An empty cache holding at most `limit` bytes.
     pub fn new(limit: usize) -> Self {
         Self {
-            entries: Mutex::new(Entries {
-                lru: LruCache::unbounded(),
-                bytes: 0,
-                limit,
-            }),
+            entries: Mutex::new(ByteLru::new(limit)),
             hits: AtomicU64::new(0),
             misses: AtomicU64::new(0),
         }
     }
 
-    fn entries(&self) -> MutexGuard<'_, Entries> {
+    fn entries(&self) -> MutexGuard<'_, ByteLru<Path, CachedFileMetadataEntry>> {
         self.entries.lock().unwrap_or_else(|e| e.into_inner())
     }
 
@@ -80,7 +141,7 @@ impl MetadataCache {
         std::sync::Arc::new(move || {
             let (len, bytes, limit) = {
                 let e = cache.entries();
-                (e.lru.len() as u64, e.bytes as u64, e.limit as u64)
+                (e.len() as u64, e.bytes() as u64, e.limit() as u64)
             };
             vec![
                 (
@@ -115,7 +176,7 @@ impl MetadataCache {
 
 impl Cache<Path, CachedFileMetadataEntry> for MetadataCache {
     fn get(&self, key: &Path) -> Option<CachedFileMetadataEntry> {
-        let found = self.entries().lru.get(key).cloned();
+        let found = self.entries().get(key).cloned();
         let counter = if found.is_some() {
             &self.hits
         } else {
@@ -126,26 +187,12 @@ impl Cache<Path, CachedFileMetadataEntry> for MetadataCache {
     }
 
     fn put(&self, key: &Path, value: CachedFileMetadataEntry) -> Option<CachedFileMetadataEntry> {
-        let mut e = self.entries();
-        if value.size() > e.limit {
-            return None;
-        }
-        e.bytes += value.size();
-        let old = e.lru.put(key.clone(), value);
-        if let Some(old) = &old {
-            e.bytes -= old.size();
-        }
-        e.evict_to_limit();
-        old
+        let size = value.size();
+        self.entries().put(key.clone(), value, size)
     }
 
     fn remove(&self, key: &Path) -> Option<CachedFileMetadataEntry> {
-        let mut e = self.entries();
-        let old = e.lru.pop(key);
-        if let Some(old) = &old {
-            e.bytes -= old.size();
-        }
-        old
+        self.entries().pop(key)
     }
 
     fn contains_key(&self, key: &Path) -> bool {
@@ -153,13 +200,11 @@ impl Cache<Path, CachedFileMetadataEntry> for MetadataCache {
     }
 
     fn len(&self) -> usize {
-        self.entries().lru.len()
+        self.entries().len()
     }
 
     fn clear(&self) {
-        let mut e = self.entries();
-        e.lru.clear();
-        e.bytes = 0;
+        self.entries().clear();
     }
 
     fn name(&self) -> String {
@@ -167,13 +212,11 @@ impl Cache<Path, CachedFileMetadataEntry> for MetadataCache {
     }
 
     fn cache_limit(&self) -> usize {
-        self.entries().limit
+        self.entries().limit()
     }
 
     fn update_cache_limit(&self, limit: usize) {
-        let mut e = self.entries();
-        e.limit = limit;
-        e.evict_to_limit();
+        self.entries().set_limit(limit);
     }
 
     fn cache_ttl(&self) -> Option<Duration> {
@@ -191,7 +234,7 @@ impl Cache<Path, CachedFileMetadataEntry> for MetadataCache {
         self.entries()
             .lru
             .iter()
-            .map(|(k, v)| {
+            .map(|(k, (v, _))| {
                 let info = CacheEntryInfo {
                     value: v.clone(),
                     size_bytes: v.size(),

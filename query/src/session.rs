@@ -27,7 +27,8 @@ use crate::{
     cache::{METADATA_CACHE_BYTES, MetadataCache},
     error::QueryError,
     files::DataDirFiles,
-    stats::StatsTable,
+    stats::{CounterSource, StatsTable},
+    trace::{KeyIndex, index::KEY_INDEX_BYTES},
 };
 
 /// Memory all running queries may use together, by default, before one fails with a
@@ -77,6 +78,7 @@ pub async fn session_with(
     for (name, schema, _) in tables() {
         register_table(&ctx, &canonical, name, schema, store.as_ref())?;
     }
+    let index = Arc::new(KeyIndex::new(&canonical, store, KEY_INDEX_BYTES));
     let dir = data_dir.to_path_buf();
     register_stats(
         &ctx,
@@ -84,12 +86,18 @@ pub async fn session_with(
         StatsTable::partitions(dir.clone()),
     )?;
     register_stats(&ctx, "storage_quarantine", StatsTable::quarantine(dir))?;
-    register_stats(&ctx, "cache_counters", StatsTable::new(metadata.counters()))?;
+    let (footers, keys) = (metadata.counters(), index.counters());
+    let counters: CounterSource = Arc::new(move || {
+        let mut all = footers();
+        all.extend(keys());
+        all
+    });
+    register_stats(&ctx, "cache_counters", StatsTable::new(counters))?;
     setup_pg_catalog(&ctx, CATALOG, EmptyContextProvider)
         .map_err(|e| QueryError::Catalog(e.to_string()))?;
     datafusion_pg_functions::register_all(&mut ctx);
     crate::udf::register_all(&ctx);
-    crate::trace::register_all(&ctx);
+    crate::trace::register_all(&ctx, &index);
     Ok(ctx)
 }
 

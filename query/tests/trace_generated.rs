@@ -191,6 +191,29 @@ async fn sql_trace_functions_recover_true_trees_from_parquet() {
         );
     }
 
+    // The lookups went through the key index: row groups decoded once, then found decoded.
+    let rows = ctx
+        .sql("SELECT name, value FROM cache_counters WHERE name LIKE 'key_index_%'")
+        .await
+        .unwrap()
+        .collect()
+        .await
+        .unwrap();
+    let mut counters = HashMap::new();
+    for b in &rows {
+        let (names, values) = (
+            b.column(0).as_string::<i32>(),
+            b.column(1).as_primitive::<arrow::datatypes::UInt64Type>(),
+        );
+        for i in 0..b.num_rows() {
+            counters.insert(names.value(i).to_string(), values.value(i));
+        }
+    }
+    eprintln!("key index: {counters:?}");
+    assert!(counters["key_index_misses"] > 0, "{counters:?}");
+    assert!(counters["key_index_hits"] > 0, "{counters:?}");
+    assert!(counters["key_index_bytes"] <= counters["key_index_limit_bytes"]);
+
     // trace_grafana(): the same tree in Grafana's columns (hex ids).
     let seed = &g.truth[g.truth.len() / 2];
     let sql = format!(

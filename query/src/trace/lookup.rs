@@ -1,11 +1,11 @@
-//! Reading spans for assembly: a time window at once (`traces`), or the iterative key
-//! expansion from seed spans (`trace`, `trace_by`), each round one pruned lookup over
-//! `l7_flow_log` (bloom filters on the key columns, row-group statistics on time).
+//! Reading spans for assembly: a time window at once (`traces`, one pruned scan of
+//! `l7_flow_log`), or the iterative key expansion from seed spans (`trace`, `trace_by`), each
+//! round a probe of the key index.
 
-use std::collections::{HashMap, HashSet};
+use std::{collections::HashSet, sync::Arc};
 
 use arrow::{
-    array::{AsArray, RecordBatch, UInt32Array},
+    array::{RecordBatch, UInt32Array},
     compute::{concat_batches, take_record_batch},
 };
 use datafusion::{
@@ -13,13 +13,14 @@ use datafusion::{
     error::{DataFusionError, Result},
     execution::SessionState,
     logical_expr::{Expr, col, lit},
-    prelude::{DataFrame, SessionContext},
+    prelude::SessionContext,
 };
 use wiretrace_storage::schema::{L7_FLOW_LOG, l7_flow_log_schema};
 
 use super::{
     assemble::{Assembly, Tolerance, assemble},
-    meta::{Point, SpanMeta, meta_columns},
+    index::{Key, KeyIndex, Loc, View},
+    meta::{Point, SpanMeta, StringKeys, meta_columns},
 };
 
 /// Expansion rounds before a lookup stops growing the trace.
@@ -60,23 +61,14 @@ pub fn lookup_context(state: &SessionState) -> SessionContext {
     SessionContext::new_with_state(state)
 }
 
-/// The rows matching any of `filters`, each filter one scan: Parquet bloom filters prune row
-/// groups only for a single column's values, never for an OR across columns.
-async fn read(ctx: &SessionContext, filters: Vec<Expr>, columns: &[String]) -> Result<RecordBatch> {
+/// The rows matching `filter`.
+async fn read(ctx: &SessionContext, filter: Expr, columns: &[String]) -> Result<RecordBatch> {
     let names: Vec<&str> = columns.iter().map(String::as_str).collect();
-    let mut df: Option<DataFrame> = None;
-    for f in filters {
-        let scan = ctx
-            .table(L7_FLOW_LOG)
-            .await?
-            .filter(f)?
-            .select_columns(&names)?;
-        df = Some(match df {
-            Some(d) => d.union(scan)?,
-            None => scan,
-        });
-    }
-    let df = df.ok_or_else(|| DataFusionError::Internal("a lookup without a filter".into()))?;
+    let df = ctx
+        .table(L7_FLOW_LOG)
+        .await?
+        .filter(filter)?
+        .select_columns(&names)?;
     let schema = df.schema().as_arrow().clone();
     let batches = df.collect().await?;
     Ok(concat_batches(&schema.into(), &batches)?)
@@ -89,7 +81,7 @@ pub async fn window(
     to_us: i64,
     columns: &[String],
 ) -> Result<Spans> {
-    let rows = read(ctx, vec![between(from_us, to_us)], columns).await?;
+    let rows = read(ctx, between(from_us, to_us), columns).await?;
     let meta = SpanMeta::from_batch(&rows)?;
     Ok(Spans { rows, meta })
 }
@@ -167,46 +159,71 @@ pub async fn traces(
     Ok(Traced::new(&spans.meta, &a, &a.sequence, rows))
 }
 
+/// Runs `f` on `view` off the async threads (it reads files and decodes row groups).
+async fn blocking<T: Send + 'static>(
+    view: &Arc<View>,
+    f: impl FnOnce(&View) -> Result<T> + Send + 'static,
+) -> Result<T> {
+    let view = Arc::clone(view);
+    tokio::task::spawn_blocking(move || f(&view))
+        .await
+        .map_err(|e| DataFusionError::External(Box::new(e)))?
+}
+
 /// The traces holding the seed spans, found by expanding keys round by round inside
-/// `window_us` either side of the seeds.
+/// `window_us` either side of the seeds, each round a probe of `index`.
 pub async fn expand(
-    ctx: &SessionContext,
+    index: &Arc<KeyIndex>,
     seed: Seed,
     window_us: i64,
     tol: &Tolerance,
     columns: &[String],
 ) -> Result<Traced> {
-    let seed_filters = match &seed {
-        // `_id` holds its span's start second: prune by time first.
+    let (seed_keys, seed_filters, seed_from, seed_to) = match &seed {
+        // `_id` holds its span's start second: look in that second only.
         Seed::Id(id) => {
-            let sec = id >> 32;
-            vec![
-                col("_id")
-                    .eq(lit(*id))
-                    .and(between(sec * 1_000_000, sec * 1_000_000 + 999_999)),
-            ]
+            let lo = (id >> 32) * 1_000_000;
+            let hi = lo + 999_999;
+            let filter = col("_id").eq(lit(*id)).and(between(lo, hi));
+            (vec![Key::Id(*id)], vec![filter], lo, hi)
         }
-        Seed::XRequestId(x) => vec![
-            col("x_request_id_0").eq(lit(x.clone())),
-            col("x_request_id_1").eq(lit(x.clone())),
-        ],
-        Seed::TraceId(t) => vec![col("trace_id").eq(lit(t.clone()))],
+        Seed::XRequestId(x) => (
+            vec![Key::X(x.clone())],
+            vec![
+                col("x_request_id_0").eq(lit(x.clone())),
+                col("x_request_id_1").eq(lit(x.clone())),
+            ],
+            i64::MIN,
+            i64::MAX,
+        ),
+        Seed::TraceId(t) => (
+            vec![Key::TraceId(t.clone())],
+            vec![col("trace_id").eq(lit(t.clone()))],
+            i64::MIN,
+            i64::MAX,
+        ),
     };
-    // Rounds read only what assembly needs; the rows asked for are read once at the end.
-    let keys_only = meta_columns();
-    let mut lookups = seed_filters.clone();
-    let first = read(ctx, seed_filters, &keys_only).await?;
-    let mut meta = SpanMeta::from_batch(&first)?;
-    let mut strings = StringKeys::all(&first);
-    let seeds: Vec<i64> = meta.iter().map(|m| m.id).collect();
-    let Some(from) = meta.iter().map(|m| m.start).min() else {
-        let rows = read(ctx, vec![lit(false)], columns).await?;
+    let view = Arc::new(index.view().await?);
+    let mut lookups = seed_filters;
+    let first = blocking(&view, move |v| v.find(&seed_keys, seed_from, seed_to)).await?;
+    let seeds: Vec<i64> = first.iter().map(|f| f.meta.id).collect();
+    let Some(from) = first.iter().map(|f| f.meta.start).min() else {
+        let columns = columns.to_vec();
+        let rows = blocking(&view, move |v| v.rows(&[], &columns)).await?;
         let mut t = Traced::new(&[], &Assembly::default(), &[], rows);
         t.lookups = lookups;
         return Ok(t);
     };
-    let to = meta.iter().map(|m| m.end).max().unwrap_or(from);
+    let to = first.iter().map(|f| f.meta.end).max().unwrap_or(from);
     let (from, to) = (from - window_us, to + window_us);
+    let mut meta: Vec<SpanMeta> = Vec::new();
+    let mut strings: Vec<StringKeys> = Vec::new();
+    let mut locs: Vec<Loc> = Vec::new();
+    for f in first {
+        meta.push(f.meta);
+        strings.push(f.strings);
+        locs.push(f.loc);
+    }
     let mut seen: HashSet<i64> = seeds.iter().copied().collect();
     let mut expanded: HashSet<i64> = HashSet::new();
     let mut used = Keys::default();
@@ -253,49 +270,33 @@ pub async fn expand(
             }
         }
         keys.remove_used(&mut used);
-        let filters: Vec<Expr> = keys
-            .filters()
-            .into_iter()
-            .map(|f| f.and(between(from, to)))
-            .collect();
-        if filters.is_empty() {
+        let probes = keys.probes();
+        if probes.is_empty() {
             break;
         }
-        lookups.extend(filters.iter().cloned());
-        let batch = read(ctx, filters, &keys_only).await?;
-        tracing::debug!(round, rows = batch.num_rows(), "trace lookup round");
-        let new_meta = SpanMeta::from_batch(&batch)?;
-        let fresh: Vec<u32> = (0..new_meta.len() as u32)
-            .filter(|&i| seen.insert(new_meta[i as usize].id))
-            .collect();
-        if fresh.is_empty() {
+        lookups.extend(keys.filters().into_iter().map(|f| f.and(between(from, to))));
+        let found = blocking(&view, move |v| v.find(&probes, from, to)).await?;
+        tracing::debug!(round, spans = found.len(), "trace lookup round");
+        let before = meta.len();
+        for f in found {
+            if seen.insert(f.meta.id) {
+                meta.push(f.meta);
+                strings.push(f.strings);
+                locs.push(f.loc);
+            }
+        }
+        if meta.len() == before {
             break;
         }
-        let batch = take_record_batch(&batch, &UInt32Array::from(fresh.clone()))?;
-        strings.extend(StringKeys::all(&batch));
-        meta.extend(fresh.iter().map(|&i| new_meta[i as usize].clone()));
     }
-    // The whole rows of the trace: its ids within its time span (time prunes to a page or two).
+    // The whole rows of the trace, read by position (the filter is what a SQL engine would run).
     let ids: Vec<Expr> = picked.iter().map(|&i| lit(meta[i as usize].id)).collect();
     let starts = picked.iter().map(|&i| meta[i as usize].start);
     let (lo, hi) = (starts.clone().min().unwrap_or(0), starts.max().unwrap_or(0));
-    let filter = col("_id").in_list(ids, false).and(between(lo, hi));
-    lookups.push(filter.clone());
-    let full = read(ctx, vec![filter], columns).await?;
-    let ids = full
-        .column_by_name("_id")
-        .and_then(|c| c.as_primitive_opt::<arrow::datatypes::Int64Type>())
-        .ok_or_else(|| DataFusionError::Internal("_id was not read".into()))?;
-    let row_of: HashMap<i64, u32> = (0..ids.len()).map(|r| (ids.value(r), r as u32)).collect();
-    let order: Vec<u32> = picked
-        .iter()
-        .map(|&i| {
-            row_of.get(&meta[i as usize].id).copied().ok_or_else(|| {
-                DataFusionError::Execution(format!("span {} vanished", meta[i as usize].id))
-            })
-        })
-        .collect::<Result<_>>()?;
-    let rows = take_record_batch(&full, &UInt32Array::from(order))?;
+    lookups.push(col("_id").in_list(ids, false).and(between(lo, hi)));
+    let at: Vec<Loc> = picked.iter().map(|&i| locs[i as usize]).collect();
+    let columns = columns.to_vec();
+    let rows = blocking(&view, move |v| v.rows(&at, &columns)).await?;
     let mut t = Traced::new(&meta, &assembly, &picked, rows);
     t.lookups = lookups;
     Ok(t)
@@ -329,35 +330,6 @@ fn siblings(meta: &[SpanMeta], assembly: &Assembly, picked: &[u32]) -> Vec<u32> 
         }
     }
     found.into_iter().collect()
-}
-
-/// String-valued keys of one row.
-#[derive(Default)]
-struct StringKeys {
-    x: Vec<String>,
-    trace_id: Option<String>,
-}
-
-impl StringKeys {
-    /// The string keys of every row of `b`.
-    fn all(b: &RecordBatch) -> Vec<Self> {
-        use arrow::array::{Array, AsArray};
-        let get = |name: &str, i: usize| {
-            b.column_by_name(name).and_then(|c| {
-                let s = c.as_string_opt::<i32>()?;
-                (s.is_valid(i) && !s.value(i).is_empty()).then(|| s.value(i).to_string())
-            })
-        };
-        (0..b.num_rows())
-            .map(|i| Self {
-                x: [get("x_request_id_0", i), get("x_request_id_1", i)]
-                    .into_iter()
-                    .flatten()
-                    .collect(),
-                trace_id: get("trace_id", i),
-            })
-            .collect()
-    }
 }
 
 /// Key values to look up in the next round.
@@ -399,7 +371,18 @@ impl Keys {
         split(&mut self.trace_id, &mut used.trace_id);
     }
 
-    /// `req_tcp_seq IN (…)`, `resp_tcp_seq IN (…)`, …: one filter per key column with values.
+    /// The keys to probe the index with.
+    fn probes(&self) -> Vec<Key> {
+        let req = self.req_seq.iter().map(|&v| Key::ReqSeq(v));
+        let resp = self.resp_seq.iter().map(|&v| Key::RespSeq(v));
+        let sys = self.sys.iter().map(|&v| Key::Sys(v));
+        let x = self.x.iter().map(|v| Key::X(v.clone()));
+        let trace = self.trace_id.iter().map(|v| Key::TraceId(v.clone()));
+        req.chain(resp).chain(sys).chain(x).chain(trace).collect()
+    }
+
+    /// `req_tcp_seq IN (…)`, `resp_tcp_seq IN (…)`, …: one filter per key column with values
+    /// (what a SQL engine without the index runs for the same round).
     fn filters(&self) -> Vec<Expr> {
         fn within<T: Clone>(
             column: &str,

@@ -246,6 +246,65 @@ impl SpanMeta {
     }
 }
 
+/// String-valued keys of one row.
+#[derive(Debug, Clone, Default)]
+pub struct StringKeys {
+    /// X-Request-IDs (request, response), those set.
+    pub x: Vec<String>,
+    /// Trace id, if set.
+    pub trace_id: Option<String>,
+}
+
+impl StringKeys {
+    /// The string keys of every row of `b`.
+    pub fn all(b: &RecordBatch) -> Vec<Self> {
+        let columns = StringKeyColumns::of(b);
+        (0..b.num_rows()).map(|i| columns.row(i)).collect()
+    }
+}
+
+/// The string key columns of a batch (cheap to keep: the arrays share the batch's buffers).
+#[derive(Debug, Clone)]
+pub struct StringKeyColumns {
+    x0: Option<arrow::array::StringArray>,
+    x1: Option<arrow::array::StringArray>,
+    trace_id: Option<arrow::array::StringArray>,
+}
+
+impl StringKeyColumns {
+    /// Those of `b` (a column it lacks has no values).
+    pub fn of(b: &RecordBatch) -> Self {
+        let [x0, x1, trace_id] = ["x_request_id_0", "x_request_id_1", "trace_id"].map(|name| {
+            b.column_by_name(name)
+                .and_then(|c| c.as_string_opt::<i32>())
+                .cloned()
+        });
+        Self { x0, x1, trace_id }
+    }
+
+    /// Row `i`'s keys.
+    pub fn row(&self, i: usize) -> StringKeys {
+        let at = |s: &Option<arrow::array::StringArray>| {
+            s.as_ref()
+                .filter(|s| s.is_valid(i) && !s.value(i).is_empty())
+                .map(|s| s.value(i).to_string())
+        };
+        StringKeys {
+            x: [at(&self.x0), at(&self.x1)].into_iter().flatten().collect(),
+            trace_id: at(&self.trace_id),
+        }
+    }
+
+    /// Memory held by the arrays.
+    pub fn bytes(&self) -> usize {
+        [&self.x0, &self.x1, &self.trace_id]
+            .into_iter()
+            .flatten()
+            .map(|a| a.get_array_memory_size())
+            .sum()
+    }
+}
+
 /// Reads named columns of a batch as plain vectors, nulls as 0.
 struct Columns<'a> {
     batch: &'a RecordBatch,
@@ -325,6 +384,11 @@ fn zero_nulls<T: ArrowPrimitiveType>(a: &arrow::array::PrimitiveArray<T>) -> Vec
 
 fn hasher() -> impl Hasher {
     foldhash::quality::FixedState::with_seed(0x7769_7265_7472_6163).build_hasher()
+}
+
+/// A string's hash as [`SpanMeta`] holds it (0 for the empty string).
+pub fn hash_str(s: &str) -> u64 {
+    hash_opt((!s.is_empty()).then_some(s))
 }
 
 /// A value's hash, never 0; 0 for no value.

@@ -23,6 +23,7 @@ use wiretrace_storage::schema::l7_flow_log_schema;
 
 use super::{
     assemble::Tolerance,
+    index::KeyIndex,
     lookup::{self, Seed, Traced},
 };
 
@@ -66,14 +67,16 @@ impl Function {
 pub struct TraceFunction {
     function: Function,
     tolerance: Tolerance,
+    index: Arc<KeyIndex>,
 }
 
 impl TraceFunction {
-    /// The function `function` with the default tolerances.
-    pub fn new(function: Function) -> Self {
+    /// The function `function` with the default tolerances, its lookups served by `index`.
+    pub fn new(function: Function, index: Arc<KeyIndex>) -> Self {
         Self {
             function,
             tolerance: Tolerance::default(),
+            index,
         }
     }
 }
@@ -179,6 +182,7 @@ impl TableFunctionImpl for TraceFunction {
         Ok(Arc::new(TraceTable {
             function: self.function,
             tolerance: self.tolerance,
+            index: Arc::clone(&self.index),
             request,
             schema: output_schema(self.function),
         }))
@@ -251,6 +255,7 @@ fn output_schema(function: Function) -> SchemaRef {
 struct TraceTable {
     function: Function,
     tolerance: Tolerance,
+    index: Arc<KeyIndex>,
     request: Request,
     schema: SchemaRef,
 }
@@ -325,7 +330,14 @@ impl TableProvider for TraceTable {
                 lookup::traces(&ctx, *from_us, *to_us, &self.tolerance, &columns).await?
             }
             Request::Lookup { seed, window_us } => {
-                lookup::expand(&ctx, seed.clone(), *window_us, &self.tolerance, &columns).await?
+                lookup::expand(
+                    &self.index,
+                    seed.clone(),
+                    *window_us,
+                    &self.tolerance,
+                    &columns,
+                )
+                .await?
             }
         };
         let schema = Arc::new(self.schema.project(&wanted)?);
