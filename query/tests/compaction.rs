@@ -134,3 +134,90 @@ async fn queries_see_each_row_once_while_files_are_compacted() {
     );
     eprintln!("{queries} queries, {merges} compactions, {total} rows: each row seen once");
 }
+
+/// Runs a store call that takes the flush barrier off the async threads.
+async fn off_runtime<T: Send + 'static>(
+    store: &Arc<Store>,
+    f: impl FnOnce(&Store) -> T + Send + 'static,
+) -> T {
+    let store = Arc::clone(store);
+    tokio::task::spawn_blocking(move || f(&store))
+        .await
+        .unwrap()
+}
+
+/// The `_id`s `trace(seed)` returns, sorted.
+async fn trace_ids(ctx: &SessionContext, seed: i64) -> Vec<i64> {
+    let sql = format!("SELECT _id FROM trace({seed})");
+    let batches = ctx.sql(&sql).await.unwrap().collect().await.unwrap();
+    let mut ids: Vec<i64> = batches
+        .iter()
+        .flat_map(|b| b.column(0).as_primitive::<Int64Type>().values().to_vec())
+        .collect();
+    ids.sort_unstable();
+    ids
+}
+
+/// `trace()` finds the same whole trace whether its rows are still buffered, flushed into
+/// small files, or merged into one; a lookup that listed files before a compaction reads them
+/// from the retired folder.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn trace_lookups_see_buffered_flushed_and_compacted_rows() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(Store::open(dir.path(), StoreOptions::default()).unwrap());
+    let ctx = session_with(dir.path(), 1 << 30, Some(Arc::clone(&store)))
+        .await
+        .unwrap();
+    let mut generator = Generator::new(GenConfig::default());
+    let generated = generator.traces(300, 350);
+    for b in &generated.batches {
+        store.append(L7_FLOW_LOG, b.clone()).unwrap();
+    }
+    let seeds: Vec<i64> = generated
+        .truth
+        .iter()
+        .filter(|t| t.kept)
+        .step_by(generated.truth.len() / 6)
+        .map(|t| t.id)
+        .collect();
+    let mut buffered = Vec::new();
+    for &seed in &seeds {
+        let ids = trace_ids(&ctx, seed).await;
+        assert!(ids.contains(&seed) && ids.len() > 1, "{seed}: {ids:?}");
+        buffered.push(ids);
+    }
+    off_runtime(&store, |s| s.flush()).await.unwrap();
+    for (seed, want) in seeds.iter().zip(&buffered) {
+        assert_eq!(&trace_ids(&ctx, *seed).await, want, "flushed, seed {seed}");
+    }
+    // More small files in the same hours, then a view listed before they are merged.
+    let more = generator.traces(50, 350);
+    for b in &more.batches {
+        store.append(L7_FLOW_LOG, b.clone()).unwrap();
+        off_runtime(&store, |s| s.flush()).await.unwrap();
+    }
+    let index = Arc::new(wiretrace_query::trace::KeyIndex::new(
+        &std::fs::canonicalize(dir.path()).unwrap(),
+        Some(Arc::clone(&store)),
+        64 << 20,
+    ));
+    let early = index.view().await.unwrap();
+    let merged = off_runtime(&store, |s| s.compact(&eager())).await.unwrap();
+    assert!(merged.files_in > 1, "nothing compacted: {merged:?}");
+    let key = wiretrace_query::trace::index::Key::Id(seeds[0]);
+    let found = early.find(&[key], i64::MIN, i64::MAX).unwrap();
+    assert_eq!(found.len(), 1, "the seed through a view of retired files");
+    let rows = early.rows(&[found[0].loc], &["_id".to_string()]).unwrap();
+    assert_eq!(
+        rows.column(0).as_primitive::<Int64Type>().value(0),
+        seeds[0]
+    );
+    drop(early);
+    for (seed, want) in seeds.iter().zip(&buffered) {
+        assert_eq!(
+            &trace_ids(&ctx, *seed).await,
+            want,
+            "compacted, seed {seed}"
+        );
+    }
+}

@@ -342,16 +342,18 @@ impl KeyIndex {
     /// A consistent view for one lookup: the files listed now (kept readable by a store pin
     /// until the view is dropped) and the rows buffered now.
     pub async fn view(self: &Arc<Self>) -> Result<View> {
-        let (pin, buffered) = match &self.store {
+        let table = paths::table_dir(&self.data_dir, L7_FLOW_LOG);
+        let listed = || list(&table).map_err(|e| io_err("listing", &table, e));
+        // With a store, the files and the buffer are taken under its flush barrier, so a row
+        // is in one or the other.
+        let (pin, files, buffered) = match &self.store {
             Some(store) => {
                 let _no_swap = store.barrier().read().await;
                 let pin = store.pin();
-                (Some(pin), store.buffered(L7_FLOW_LOG))
+                (Some(pin), listed()?, store.buffered(L7_FLOW_LOG))
             }
-            None => (None, Vec::new()),
+            None => (None, listed()?, Vec::new()),
         };
-        let files = list(&paths::table_dir(&self.data_dir, L7_FLOW_LOG))
-            .map_err(|e| io_err("listing", &self.data_dir, e))?;
         Ok(View {
             index: Arc::clone(self),
             _pin: pin,
@@ -439,15 +441,19 @@ struct Listed {
 
 const HOUR_US: i64 = 3_600_000_000;
 
+/// The entries of `dir`; none if it is gone (retention may remove a partition meanwhile).
+fn entries(dir: &Path) -> io::Result<Vec<std::fs::DirEntry>> {
+    match std::fs::read_dir(dir) {
+        Ok(d) => Ok(d.flatten().collect()),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(Vec::new()),
+        Err(e) => Err(e),
+    }
+}
+
 /// The Parquet files under a table's `dt=…/hr=…` partitions.
 fn list(table_dir: &Path) -> io::Result<Vec<Listed>> {
     let mut out = Vec::new();
-    let days = match std::fs::read_dir(table_dir) {
-        Ok(d) => d,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(out),
-        Err(e) => return Err(e),
-    };
-    for day in days.flatten() {
+    for day in entries(table_dir)? {
         let name = day.file_name();
         let Some(date) = name
             .to_str()
@@ -456,7 +462,7 @@ fn list(table_dir: &Path) -> io::Result<Vec<Listed>> {
         else {
             continue;
         };
-        for hour in std::fs::read_dir(day.path())?.flatten() {
+        for hour in entries(&day.path())? {
             let name = hour.file_name();
             let Some(time) = name
                 .to_str()
@@ -467,7 +473,7 @@ fn list(table_dir: &Path) -> io::Result<Vec<Listed>> {
                 continue;
             };
             let hour_us = date.and_time(time).and_utc().timestamp_micros();
-            for f in std::fs::read_dir(hour.path())?.flatten() {
+            for f in entries(&hour.path())? {
                 let path = f.path();
                 if path.extension().is_some_and(|x| x == "parquet") {
                     out.push(Listed { path, hour_us });
