@@ -146,42 +146,48 @@ struct Chunk {
     spans: Vec<SpanMeta>,
     /// The rows' X-Request-IDs and trace ids.
     strings: StringKeyColumns,
-    /// (mixed slot, row), sorted.
-    keys: Vec<(u64, u32)>,
+    /// Per key: its mixed slot with the low `row_bits` bits replaced by the row, sorted (a
+    /// match on the remaining bits is verified against the span).
+    keys: Vec<u64>,
+    row_bits: u32,
 }
 
 impl Chunk {
     fn new(batch: &RecordBatch) -> Result<Self> {
         let spans = SpanMeta::from_batch(batch)?;
         let strings = StringKeyColumns::of(batch);
-        let mut keys: Vec<(u64, u32)> = spans
+        let row_bits = u64::BITS - (spans.len() as u64).leading_zeros();
+        let rows = (1u64 << row_bits) - 1;
+        let mut keys: Vec<u64> = spans
             .iter()
             .enumerate()
-            .flat_map(|(row, m)| slots(m).map(move |s| (mixed(s), row as u32)))
+            .flat_map(|(row, m)| slots(m).map(move |s| mixed(s) & !rows | row as u64))
             .collect();
         keys.sort_unstable();
         Ok(Self {
             spans,
             strings,
             keys,
+            row_bits,
         })
     }
 
     /// Rows holding `slot`.
     fn rows(&self, slot: Slot) -> impl Iterator<Item = u32> + '_ {
-        let k = mixed(slot);
-        let first = self.keys.partition_point(|(m, _)| *m < k);
+        let rows = (1u64 << self.row_bits) - 1;
+        let k = mixed(slot) & !rows;
+        let first = self.keys.partition_point(|e| *e < k);
         self.keys[first..]
             .iter()
-            .take_while(move |(m, _)| *m == k)
-            .map(|(_, row)| *row)
+            .take_while(move |e| *e & !rows == k)
+            .map(move |e| (e & rows) as u32)
             .filter(move |&row| holds(&self.spans[row as usize], slot))
     }
 
     /// Memory held, roughly.
     fn bytes(&self) -> usize {
         self.spans.capacity() * size_of::<SpanMeta>()
-            + self.keys.capacity() * size_of::<(u64, u32)>()
+            + self.keys.capacity() * size_of::<u64>()
             + self.strings.bytes()
     }
 }
@@ -567,6 +573,8 @@ impl View {
                 }
             }
         };
+        // The row groups that may hold a key, with the keys they may hold.
+        let mut reached = Vec::new();
         for (f, listed) in self.files.iter().enumerate() {
             if listed.hour_us > to || listed.hour_us + HOUR_US <= from {
                 continue;
@@ -585,16 +593,38 @@ impl View {
                     .blooms(rg, file)
                     .map_err(|e| io_err("reading bloom filters of", &listed.path, e))?;
                 let candidates: Vec<&Key> = keys.iter().filter(|k| k.may_be_in(blooms)).collect();
-                if candidates.is_empty() {
-                    continue;
+                if !candidates.is_empty() {
+                    reached.push((f, Arc::clone(&info), rg, candidates));
                 }
-                let chunk = self.index.chunk(&listed.path, &info, rg)?;
-                collect(&chunk, &candidates, &|row| Loc::File {
-                    file: f as u32,
-                    rg: rg as u32,
-                    row,
-                });
             }
+        }
+        // Decode them on every core (most of a cold lookup's time), then probe.
+        let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let per_thread = reached.len().div_ceil(threads).max(1);
+        let chunks: Vec<Result<Arc<Chunk>>> = std::thread::scope(|scope| {
+            let workers: Vec<_> = reached
+                .chunks(per_thread)
+                .map(|part| {
+                    scope.spawn(move || {
+                        part.iter()
+                            .map(|(f, info, rg, _)| {
+                                self.index.chunk(&self.files[*f].path, info, *rg)
+                            })
+                            .collect::<Vec<_>>()
+                    })
+                })
+                .collect();
+            workers
+                .into_iter()
+                .flat_map(|w| w.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
+                .collect()
+        });
+        for ((f, _, rg, candidates), chunk) in reached.iter().zip(chunks) {
+            collect(&*chunk?, candidates, &|row| Loc::File {
+                file: *f as u32,
+                rg: *rg as u32,
+                row,
+            });
         }
         if let Some((_, chunk)) = self.buffer()? {
             let all: Vec<&Key> = keys.iter().collect();
