@@ -106,6 +106,36 @@ impl<K: std::hash::Hash + Eq, V> ByteLru<K, V> {
     }
 }
 
+/// What a cache counts, as `cache_counters` rows.
+pub(crate) struct CacheCounts {
+    /// Lookups answered from the cache.
+    pub(crate) hits: u64,
+    /// Lookups that had to read.
+    pub(crate) misses: u64,
+    /// Entries held.
+    pub(crate) entries: u64,
+    /// Bytes held.
+    pub(crate) bytes: u64,
+    /// The byte budget.
+    pub(crate) limit: u64,
+}
+
+impl CacheCounts {
+    /// The counters as rows, named and described by `names` (hits, misses, entries, bytes,
+    /// budget, in that order).
+    pub(crate) fn rows(
+        &self,
+        names: [(&'static str, &'static str); 5],
+    ) -> Vec<(&'static str, u64, &'static str)> {
+        let values = [self.hits, self.misses, self.entries, self.bytes, self.limit];
+        names
+            .into_iter()
+            .zip(values)
+            .map(|((name, doc), v)| (name, v, doc))
+            .collect()
+    }
+}
+
 /// A byte-bounded LRU of Parquet file metadata, shared by every query of a session.
 pub struct MetadataCache {
     entries: Mutex<ByteLru<Path, CachedFileMetadataEntry>>,
@@ -143,33 +173,20 @@ impl MetadataCache {
                 let e = cache.entries();
                 (e.len() as u64, e.bytes() as u64, e.limit() as u64)
             };
-            vec![
-                (
-                    "metadata_cache_hits",
-                    cache.hits.load(Ordering::Relaxed),
-                    "Parquet footers found in the cache",
-                ),
-                (
-                    "metadata_cache_misses",
-                    cache.misses.load(Ordering::Relaxed),
-                    "Parquet footers read from disk",
-                ),
-                (
-                    "metadata_cache_entries",
-                    len,
-                    "files whose metadata is cached",
-                ),
-                (
-                    "metadata_cache_bytes",
-                    bytes,
-                    "bytes the cached metadata takes",
-                ),
-                (
-                    "metadata_cache_limit_bytes",
-                    limit,
-                    "the cache's byte budget",
-                ),
-            ]
+            CacheCounts {
+                hits: cache.hits.load(Ordering::Relaxed),
+                misses: cache.misses.load(Ordering::Relaxed),
+                entries: len,
+                bytes,
+                limit,
+            }
+            .rows([
+                ("metadata_cache_hits", "Parquet footers found in the cache"),
+                ("metadata_cache_misses", "Parquet footers read from disk"),
+                ("metadata_cache_entries", "files whose metadata is cached"),
+                ("metadata_cache_bytes", "bytes the cached metadata takes"),
+                ("metadata_cache_limit_bytes", "the cache's byte budget"),
+            ])
         })
     }
 }

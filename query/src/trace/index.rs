@@ -38,7 +38,10 @@ use wiretrace_storage::{
 };
 
 use super::meta::{SpanMeta, StringKeyColumns, StringKeys, hash_str, meta_columns};
-use crate::{cache::ByteLru, stats::CounterSource};
+use crate::{
+    cache::{ByteLru, CacheCounts},
+    stats::CounterSource,
+};
 
 /// Bytes of decoded row groups and file metadata the index keeps by default.
 pub const KEY_INDEX_BYTES: usize = 512 << 20;
@@ -315,33 +318,23 @@ impl KeyIndex {
         let index = Arc::clone(self);
         Arc::new(move || {
             let (files, chunks) = (lock(&index.files), lock(&index.chunks));
-            vec![
-                (
-                    "key_index_hits",
-                    index.hits.load(Ordering::Relaxed),
-                    "row groups a trace lookup found decoded",
-                ),
-                (
-                    "key_index_misses",
-                    index.misses.load(Ordering::Relaxed),
-                    "row groups a trace lookup decoded",
-                ),
-                (
-                    "key_index_row_groups",
-                    chunks.len() as u64,
-                    "decoded row groups held",
-                ),
+            CacheCounts {
+                hits: index.hits.load(Ordering::Relaxed),
+                misses: index.misses.load(Ordering::Relaxed),
+                entries: chunks.len() as u64,
+                bytes: (chunks.bytes() + files.bytes()) as u64,
+                limit: (chunks.limit() + files.limit()) as u64,
+            }
+            .rows([
+                ("key_index_hits", "row groups a trace lookup found decoded"),
+                ("key_index_misses", "row groups a trace lookup decoded"),
+                ("key_index_row_groups", "decoded row groups held"),
                 (
                     "key_index_bytes",
-                    (chunks.bytes() + files.bytes()) as u64,
                     "bytes of decoded row groups and file metadata held",
                 ),
-                (
-                    "key_index_limit_bytes",
-                    (chunks.limit() + files.limit()) as u64,
-                    "the index's byte budget",
-                ),
-            ]
+                ("key_index_limit_bytes", "the index's byte budget"),
+            ])
         })
     }
 
