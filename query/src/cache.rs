@@ -46,6 +46,11 @@ impl<K: std::hash::Hash + Eq, V> ByteLru<K, V> {
         self.lru.get(key).map(|(v, _)| v)
     }
 
+    /// Whether `key` has an entry (without making it the most recently used).
+    pub(crate) fn contains(&self, key: &K) -> bool {
+        self.lru.contains(key)
+    }
+
     /// Adds an entry of `size` bytes (one over the whole budget is not kept), evicting the
     /// least recently used past the budget; returns the entry it replaced.
     pub(crate) fn put(&mut self, key: K, value: V, size: usize) -> Option<V> {
@@ -213,7 +218,7 @@ impl Cache<Path, CachedFileMetadataEntry> for MetadataCache {
     }
 
     fn contains_key(&self, key: &Path) -> bool {
-        self.entries().lru.contains(key)
+        self.entries().contains(key)
     }
 
     fn len(&self) -> usize {

@@ -383,6 +383,11 @@ impl KeyIndex {
         Ok(info)
     }
 
+    /// Whether row group `rg` of `path` is decoded already.
+    fn cached(&self, path: &Path, rg: usize) -> bool {
+        lock(&self.chunks).contains(&(path.to_path_buf(), rg))
+    }
+
     fn chunk(&self, path: &Path, info: &FileInfo, rg: usize) -> Result<Arc<Chunk>> {
         let key = (path.to_path_buf(), rg);
         if let Some(c) = lock(&self.chunks).get(&key) {
@@ -591,29 +596,48 @@ impl View {
                 }
             }
         }
-        // Decode them on every core (most of a cold lookup's time), then probe.
-        let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
-        let per_thread = reached.len().div_ceil(threads).max(1);
-        let chunks: Vec<Result<Arc<Chunk>>> = std::thread::scope(|scope| {
-            let workers: Vec<_> = reached
-                .chunks(per_thread)
-                .map(|part| {
-                    scope.spawn(move || {
-                        part.iter()
-                            .map(|(f, info, rg, _)| {
-                                self.index.chunk(&self.files[*f].path, info, *rg)
-                            })
-                            .collect::<Vec<_>>()
+        // Decode the ones not cached yet on every core (most of a cold lookup's time).
+        let mut built: Vec<Option<Result<Arc<Chunk>>>> = reached.iter().map(|_| None).collect();
+        let missing: Vec<usize> = (0..reached.len())
+            .filter(|&i| {
+                !self
+                    .index
+                    .cached(&self.files[reached[i].0].path, reached[i].2)
+            })
+            .collect();
+        if missing.len() > 1 {
+            let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+            let per_thread = missing.len().div_ceil(threads);
+            let decoded: Vec<(usize, Result<Arc<Chunk>>)> = std::thread::scope(|scope| {
+                let workers: Vec<_> = missing
+                    .chunks(per_thread)
+                    .map(|part| {
+                        let reached = &reached;
+                        scope.spawn(move || {
+                            part.iter()
+                                .map(|&i| {
+                                    let (f, info, rg, _) = &reached[i];
+                                    (i, self.index.chunk(&self.files[*f].path, info, *rg))
+                                })
+                                .collect::<Vec<_>>()
+                        })
                     })
-                })
-                .collect();
-            workers
-                .into_iter()
-                .flat_map(|w| w.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
-                .collect()
-        });
-        for ((f, _, rg, candidates), chunk) in reached.iter().zip(chunks) {
-            collect(&*chunk?, candidates, &|row| Loc::File {
+                    .collect();
+                workers
+                    .into_iter()
+                    .flat_map(|w| w.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
+                    .collect()
+            });
+            for (i, chunk) in decoded {
+                built[i] = Some(chunk);
+            }
+        }
+        for ((f, info, rg, candidates), chunk) in reached.iter().zip(built) {
+            let chunk = match chunk {
+                Some(c) => c?,
+                None => self.index.chunk(&self.files[*f].path, info, *rg)?,
+            };
+            collect(&chunk, candidates, &|row| Loc::File {
                 file: *f as u32,
                 rg: *rg as u32,
                 row,
