@@ -1,5 +1,5 @@
 //! The key index behind `trace()` and `trace_by()`: each Parquet row group a lookup reaches is
-//! decoded once into [`SpanMeta`] rows with a hash index over their lookup keys and kept in a
+//! decoded once into [`SpanMeta`] rows with a sorted index over their lookup keys and kept in a
 //! byte-bounded LRU, so an expansion round costs hash probes, not a query plan. Row groups are
 //! reached through their partition's hour, their `start_time` statistics and the keys' bloom
 //! filters; rows the store has not flushed yet are indexed once per lookup.
@@ -63,8 +63,8 @@ pub enum Key {
     TraceId(String),
 }
 
-/// A key as a row group's hash index holds it: a tag for the columns and the value (strings
-/// hashed as [`SpanMeta`] holds them).
+/// A key as a row group's index holds it: a tag for the columns and the value (strings hashed
+/// as [`SpanMeta`] holds them).
 type Slot = (u8, u64);
 
 impl Key {
@@ -127,9 +127,10 @@ fn slots(m: &SpanMeta) -> impl Iterator<Item = Slot> {
     .filter(|&(tag, v)| tag == 0 || v != 0)
 }
 
-/// A slot as one 64-bit number (verified against the span on a match).
+/// A slot as one 64-bit number, the tag in the top bits (the low bits give way to the row;
+/// a match is verified against the span).
 fn mixed(slot: Slot) -> u64 {
-    slot.1.wrapping_mul(0x9e37_79b9_7f4a_7c15).rotate_left(7) ^ u64::from(slot.0)
+    slot.1.wrapping_mul(0x9e37_79b9_7f4a_7c15).rotate_left(7) ^ (u64::from(slot.0) << 60)
 }
 
 /// Whether span `m` holds `slot`.
