@@ -1,6 +1,6 @@
 //! The key index behind `trace()` and `trace_by()`: each Parquet row group a lookup reaches is
 //! decoded once into [`SpanMeta`] rows with a sorted index over their lookup keys and kept in a
-//! byte-bounded LRU, so an expansion round costs hash probes, not a query plan. Row groups are
+//! byte-bounded LRU, so an expansion round costs binary searches, not a query plan. Row groups are
 //! reached through their partition's hour, their `start_time` statistics and the keys' bloom
 //! filters; rows the store has not flushed yet are indexed once per lookup.
 
