@@ -8,6 +8,8 @@ scripts/setup.sh
 export PATH=$HOME/.cargo/bin:$PATH
 # Build the kernel programs from source; never fall back to the committed object here.
 export WIRETRACE_EBPF=source
+# A fresh CI clone gains nothing from incremental artifacts; they only take disk.
+[ "${CI:-}" = true ] && export CARGO_INCREMENTAL=0
 if [ "$(id -u)" -ne 0 ] && [ "${CI:-}" != true ]; then
     echo "test: not root: the eBPF and capture tests will skip (run as root to include them)" >&2
 fi
