@@ -204,8 +204,9 @@ async fn trace_lookups_see_buffered_flushed_and_compacted_rows() {
     let early = index.view().await.unwrap();
     let merged = off_runtime(&store, |s| s.compact(&eager())).await.unwrap();
     assert!(merged.files_in > 1, "nothing compacted: {merged:?}");
-    let key = wiretrace_query::trace::index::Key::Id(seeds[0]);
-    let found = early.find(&[key], i64::MIN, i64::MAX).unwrap();
+    use wiretrace_query::trace::index::{Key, Probe};
+    let probe = Probe::starting(Key::Id(seeds[0]), i64::MIN, i64::MAX);
+    let found = early.find(&[probe]).unwrap();
     assert_eq!(found.len(), 1, "the seed through a view of retired files");
     let rows = early.rows(&[found[0].loc], &["_id".to_string()]).unwrap();
     assert_eq!(

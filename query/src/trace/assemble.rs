@@ -35,11 +35,16 @@ impl Default for Tolerance {
 }
 
 impl Tolerance {
+    /// The most two views of one hop may differ in time, µs (across agents).
+    pub fn widest(&self) -> i64 {
+        self.network_delay_us + self.host_clock_offset_us
+    }
+
     fn between(&self, a: &SpanMeta, b: &SpanMeta) -> i64 {
         if a.agent == b.agent {
             self.network_delay_us
         } else {
-            self.network_delay_us + self.host_clock_offset_us
+            self.widest()
         }
     }
 

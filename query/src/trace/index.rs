@@ -1,13 +1,16 @@
-//! The key index behind `trace()` and `trace_by()`: each Parquet row group a lookup reaches is
-//! decoded once into [`SpanMeta`] rows with a sorted index over their lookup keys and kept in a
-//! byte-bounded LRU, so an expansion round costs binary searches, not a query plan. Row groups are
-//! reached through their partition's hour, their `start_time` statistics and the keys' bloom
-//! filters; rows the store has not flushed yet are indexed once per lookup.
+//! The key index behind `trace()` and `trace_by()`: each Parquet row group a lookup reaches has
+//! its key columns decoded once into a sorted index, and each block of rows a key is found in is
+//! decoded once into [`SpanMeta`] rows; both are kept in byte-bounded LRUs, so an expansion
+//! round costs binary searches, not a query plan. Row groups are reached through their
+//! partition's hour, their `start_time`/`end_time` statistics against each key's own time
+//! bounds, and the keys' bloom filters; rows the store has not flushed yet are indexed once per
+//! lookup.
 
 use std::{
     collections::HashSet,
     fs::File,
     io,
+    ops::Range,
     path::{Path, PathBuf},
     sync::{
         Arc, Mutex, MutexGuard, OnceLock,
@@ -21,7 +24,10 @@ use arrow::{
     datatypes::{Schema, SchemaRef},
 };
 use chrono::{NaiveDate, NaiveTime};
-use datafusion::error::{DataFusionError, Result};
+use datafusion::{
+    error::{DataFusionError, Result},
+    logical_expr::{Expr, lit},
+};
 use parquet::{
     arrow::{
         ProjectionMask,
@@ -37,14 +43,19 @@ use wiretrace_storage::{
     schema::{L7_FLOW_LOG, l7_flow_log_schema},
 };
 
-use super::meta::{SpanMeta, StringKeyColumns, StringKeys, hash_str, meta_columns};
+use super::meta::{
+    SpanKeys, SpanMeta, StringKeyColumns, StringKeys, hash_str, key_columns, meta_columns,
+};
 use crate::{
     cache::{ByteLru, CacheCounts},
     stats::CounterSource,
 };
 
-/// Bytes of decoded row groups and file metadata the index keeps by default.
+/// Bytes of decoded keys, rows and file metadata the index keeps by default.
 pub const KEY_INDEX_BYTES: usize = 512 << 20;
+
+/// Rows per block, the unit in which found rows are decoded (a data page of the writer's).
+const BLOCK_ROWS: usize = 8 * 1024;
 
 /// A value to find, and the columns it is looked up in.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -79,6 +90,27 @@ impl Key {
         }
     }
 
+    /// The columns it is looked up in.
+    pub fn columns(&self) -> &'static [&'static str] {
+        match self {
+            Self::Id(_) => &["_id"],
+            Self::ReqSeq(_) => &["req_tcp_seq"],
+            Self::RespSeq(_) => &["resp_tcp_seq"],
+            Self::Sys(_) => &["syscall_trace_id_request", "syscall_trace_id_response"],
+            Self::X(_) => &["x_request_id_0", "x_request_id_1"],
+            Self::TraceId(_) => &["trace_id"],
+        }
+    }
+
+    /// Its value as a SQL literal.
+    pub fn literal(&self) -> Expr {
+        match self {
+            Self::Id(v) | Self::Sys(v) => lit(*v),
+            Self::ReqSeq(v) | Self::RespSeq(v) => lit(*v),
+            Self::X(v) | Self::TraceId(v) => lit(v.clone()),
+        }
+    }
+
     /// Whether a row group whose bloom filters (by [`LOOKUP_KEY_COLUMNS`] position) are
     /// `blooms` may hold the key; a column without a filter may hold anything.
     fn may_be_in(&self, blooms: &[Option<Sbbf>]) -> bool {
@@ -89,27 +121,51 @@ impl Key {
                 .and_then(|i| blooms.get(i))
                 .and_then(Option::as_ref)
         };
-        let check = |columns: &[&str], found: &dyn Fn(&Sbbf) -> bool| {
-            columns.iter().any(|c| bloom(c).is_none_or(found))
-        };
-        match self {
-            Self::Id(_) => true,
-            Self::ReqSeq(v) => check(&["req_tcp_seq"], &|b| b.check(&(*v as i32))),
-            Self::RespSeq(v) => check(&["resp_tcp_seq"], &|b| b.check(&(*v as i32))),
-            Self::Sys(v) => check(
-                &["syscall_trace_id_request", "syscall_trace_id_response"],
-                &|b| b.check(v),
-            ),
-            Self::X(s) => check(&["x_request_id_0", "x_request_id_1"], &|b| {
-                b.check(s.as_str())
-            }),
-            Self::TraceId(s) => check(&["trace_id"], &|b| b.check(s.as_str())),
+        self.columns().iter().any(|c| {
+            bloom(c).is_none_or(|b| match self {
+                Self::Id(_) => true,
+                Self::ReqSeq(v) | Self::RespSeq(v) => b.check(&(*v as i32)),
+                Self::Sys(v) => b.check(v),
+                Self::X(v) | Self::TraceId(v) => b.check(v.as_str()),
+            })
+        })
+    }
+}
+
+/// A key to find, and the times a span holding it may have (bounds inclusive, µs).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Probe {
+    /// The key.
+    pub key: Key,
+    /// Least and greatest start.
+    pub start: (i64, i64),
+    /// Least and greatest end.
+    pub end: (i64, i64),
+}
+
+impl Probe {
+    /// `key` for spans starting within `[from, to]`.
+    pub fn starting(key: Key, from: i64, to: i64) -> Self {
+        Self {
+            key,
+            start: (from, to),
+            end: (i64::MIN, i64::MAX),
         }
+    }
+
+    fn admits(&self, start: i64, end: i64) -> bool {
+        (self.start.0..=self.start.1).contains(&start) && (self.end.0..=self.end.1).contains(&end)
+    }
+
+    /// Whether a row group with `times` may hold a span the probe admits.
+    fn overlaps(&self, times: &Option<Times>) -> bool {
+        let meets = |(lo, hi): (i64, i64), (a, b): (i64, i64)| hi >= a && lo <= b;
+        times.is_none_or(|t| meets(t.start, self.start) && meets(t.end, self.end))
     }
 }
 
 /// The slots a span can be found by.
-fn slots(m: &SpanMeta) -> impl Iterator<Item = Slot> {
+fn slots(m: &SpanKeys) -> impl Iterator<Item = Slot> {
     let sys_resp = (m.sys_resp != m.sys_req).then_some(m.sys_resp);
     let x1 = (m.x1 != m.x0).then_some(m.x1);
     [
@@ -145,21 +201,20 @@ fn holds(m: &SpanMeta, (tag, v): Slot) -> bool {
     }
 }
 
-/// The spans of one row group (or of the store's buffer) with a sorted index over their keys.
-struct Chunk {
-    spans: Vec<SpanMeta>,
-    /// The rows' X-Request-IDs and trace ids.
-    strings: StringKeyColumns,
+/// The keys of one row group (or of the store's buffer), sorted, with each row's times.
+struct KeySet {
     /// Per key: its mixed slot with the low `row_bits` bits replaced by the row, sorted (a
-    /// match on the remaining bits is verified against the span).
+    /// match on the remaining bits is verified against the decoded row).
     keys: Vec<u64>,
     row_bits: u32,
+    starts: Vec<i64>,
+    ends: Vec<i64>,
 }
 
-impl Chunk {
+impl KeySet {
+    /// The key set of `batch`'s rows (which must hold [`key_columns`]).
     fn new(batch: &RecordBatch) -> Result<Self> {
-        let spans = SpanMeta::from_batch(batch)?;
-        let strings = StringKeyColumns::of(batch);
+        let spans = SpanKeys::from_batch(batch)?;
         let row_bits = u64::BITS - (spans.len() as u64).leading_zeros();
         let rows = (1u64 << row_bits) - 1;
         let mut keys: Vec<u64> = spans
@@ -169,39 +224,72 @@ impl Chunk {
             .collect();
         keys.sort_unstable();
         Ok(Self {
-            spans,
-            strings,
             keys,
             row_bits,
+            starts: spans.iter().map(|m| m.start).collect(),
+            ends: spans.iter().map(|m| m.end).collect(),
         })
     }
 
-    /// Rows holding `slot`.
-    fn rows(&self, slot: Slot) -> impl Iterator<Item = u32> + '_ {
+    /// Rows that may hold `probe`'s key and whose times it admits.
+    fn rows<'a>(&'a self, probe: &'a Probe) -> impl Iterator<Item = u32> + 'a {
         let rows = (1u64 << self.row_bits) - 1;
-        let k = mixed(slot) & !rows;
+        let k = mixed(probe.key.slot()) & !rows;
         let first = self.keys.partition_point(|e| *e < k);
         self.keys[first..]
             .iter()
             .take_while(move |e| *e & !rows == k)
             .map(move |e| (e & rows) as u32)
-            .filter(move |&row| holds(&self.spans[row as usize], slot))
+            .filter(|&row| probe.admits(self.starts[row as usize], self.ends[row as usize]))
     }
+}
 
-    /// Memory held, roughly.
-    fn bytes(&self) -> usize {
-        self.spans.capacity() * size_of::<SpanMeta>()
-            + self.keys.capacity() * size_of::<u64>()
-            + self.strings.bytes()
+/// Decoded rows of a row group (a block of it) or of the store's buffer.
+struct Block {
+    spans: Vec<SpanMeta>,
+    /// The rows' X-Request-IDs and trace ids.
+    strings: StringKeyColumns,
+}
+
+impl Block {
+    fn new(batch: &RecordBatch) -> Result<Self> {
+        Ok(Self {
+            spans: SpanMeta::from_batch(batch)?,
+            strings: StringKeyColumns::of(batch),
+        })
     }
+}
+
+/// What a cache entry holds, roughly, in bytes.
+trait Held {
+    fn bytes(&self) -> usize;
+}
+
+impl Held for KeySet {
+    fn bytes(&self) -> usize {
+        (self.keys.capacity() + self.starts.capacity() + self.ends.capacity()) * size_of::<u64>()
+    }
+}
+
+impl Held for Block {
+    fn bytes(&self) -> usize {
+        self.spans.capacity() * size_of::<SpanMeta>() + self.strings.bytes()
+    }
+}
+
+/// The least and greatest start and end of a row group's spans, µs.
+#[derive(Debug, Clone, Copy)]
+struct Times {
+    start: (i64, i64),
+    end: (i64, i64),
 }
 
 /// A Parquet file's metadata (with its offset index, for reading single rows) and the bloom
 /// filters of its row groups, read the first time a lookup reaches them.
 struct FileInfo {
     meta: ArrowReaderMetadata,
-    /// Per row group: least and greatest `start_time`, if the statistics say.
-    times: Vec<Option<(i64, i64)>>,
+    /// Per row group: its times, if the statistics say.
+    times: Vec<Option<Times>>,
     /// Per row group: its bloom filters in [`LOOKUP_KEY_COLUMNS`] order.
     blooms: Vec<OnceLock<Vec<Option<Sbbf>>>>,
 }
@@ -211,18 +299,24 @@ impl FileInfo {
         let options = ArrowReaderOptions::new().with_offset_index_policy(PageIndexPolicy::Optional);
         let meta = ArrowReaderMetadata::load(file, options)?;
         let md = meta.metadata();
-        let start = md
-            .file_metadata()
-            .schema_descr()
-            .columns()
-            .iter()
-            .position(|c| c.name() == "start_time");
+        let columns = md.file_metadata().schema_descr().columns();
+        let [start, end] =
+            ["start_time", "end_time"].map(|n| columns.iter().position(|c| c.name() == n));
+        let range = |rg: &parquet::file::metadata::RowGroupMetaData, column: Option<usize>| match rg
+            .column(column?)
+            .statistics()?
+        {
+            Statistics::Int64(s) => Some((*s.min_opt()?, *s.max_opt()?)),
+            _ => None,
+        };
         let times = md
             .row_groups()
             .iter()
-            .map(|rg| match rg.column(start?).statistics()? {
-                Statistics::Int64(s) => Some((*s.min_opt()?, *s.max_opt()?)),
-                _ => None,
+            .map(|rg| {
+                Some(Times {
+                    start: range(rg, start)?,
+                    end: range(rg, end).unwrap_or((i64::MIN, i64::MAX)),
+                })
             })
             .collect();
         let blooms = md.row_groups().iter().map(|_| OnceLock::new()).collect();
@@ -267,19 +361,19 @@ impl FileInfo {
             .collect::<parquet::errors::Result<Vec<_>>>()?;
         Ok(self.blooms[rg].get_or_init(|| read))
     }
-
-    fn overlaps(&self, rg: usize, from: i64, to: i64) -> bool {
-        self.times[rg].is_none_or(|(lo, hi)| hi >= from && lo <= to)
-    }
 }
 
-/// The key index of one data dir: decoded row groups and file metadata, shared by the
-/// session's lookups.
+/// Where a row group is: a file and its position in the file.
+type RowGroup = (PathBuf, usize);
+
+/// The key index of one data dir: file metadata, row groups' key sets and decoded blocks of
+/// rows, shared by the session's lookups.
 pub struct KeyIndex {
     data_dir: PathBuf,
     store: Option<Arc<Store>>,
     files: Mutex<ByteLru<PathBuf, Arc<FileInfo>>>,
-    chunks: Mutex<ByteLru<(PathBuf, usize), Arc<Chunk>>>,
+    keys: Mutex<ByteLru<RowGroup, Arc<KeySet>>>,
+    blocks: Mutex<ByteLru<(RowGroup, usize), Arc<Block>>>,
     hits: AtomicU64,
     misses: AtomicU64,
 }
@@ -300,15 +394,35 @@ fn io_err(op: &str, path: &Path, e: impl std::fmt::Display) -> DataFusionError {
     DataFusionError::Execution(format!("{op} {}: {e}", path.display()))
 }
 
+/// `f` over every item, on every core when there are several, in order.
+fn on_threads<T: Sync, R: Send>(items: &[T], f: impl Fn(&T) -> R + Sync) -> Vec<R> {
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    if items.len() < 2 || threads < 2 {
+        return items.iter().map(f).collect();
+    }
+    let f = &f;
+    std::thread::scope(|scope| {
+        let workers: Vec<_> = items
+            .chunks(items.len().div_ceil(threads))
+            .map(|part| scope.spawn(move || part.iter().map(f).collect::<Vec<_>>()))
+            .collect();
+        workers
+            .into_iter()
+            .flat_map(|w| w.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
+            .collect()
+    })
+}
+
 impl KeyIndex {
     /// An index over the canonical `data_dir`'s `l7_flow_log` (and `store`'s unflushed rows)
-    /// keeping at most `bytes` of decoded row groups and metadata.
+    /// keeping at most `bytes` of decoded keys, rows and metadata.
     pub fn new(data_dir: &Path, store: Option<Arc<Store>>, bytes: usize) -> Self {
         Self {
             data_dir: data_dir.to_path_buf(),
             store,
             files: Mutex::new(ByteLru::new(bytes / 8)),
-            chunks: Mutex::new(ByteLru::new(bytes - bytes / 8)),
+            keys: Mutex::new(ByteLru::new(bytes / 8 * 3)),
+            blocks: Mutex::new(ByteLru::new(bytes / 2)),
             hits: AtomicU64::new(0),
             misses: AtomicU64::new(0),
         }
@@ -318,21 +432,28 @@ impl KeyIndex {
     pub fn counters(self: &Arc<Self>) -> CounterSource {
         let index = Arc::clone(self);
         Arc::new(move || {
-            let (files, chunks) = (lock(&index.files), lock(&index.chunks));
+            let (files, keys, blocks) =
+                (lock(&index.files), lock(&index.keys), lock(&index.blocks));
             CacheCounts {
                 hits: index.hits.load(Ordering::Relaxed),
                 misses: index.misses.load(Ordering::Relaxed),
-                entries: chunks.len() as u64,
-                bytes: (chunks.bytes() + files.bytes()) as u64,
-                limit: (chunks.limit() + files.limit()) as u64,
+                entries: (keys.len() + blocks.len()) as u64,
+                bytes: (files.bytes() + keys.bytes() + blocks.bytes()) as u64,
+                limit: (files.limit() + keys.limit() + blocks.limit()) as u64,
             }
             .rows([
-                ("key_index_hits", "row groups a trace lookup found decoded"),
-                ("key_index_misses", "row groups a trace lookup decoded"),
-                ("key_index_row_groups", "decoded row groups held"),
+                (
+                    "key_index_hits",
+                    "row-group key sets and row blocks a trace lookup found decoded",
+                ),
+                (
+                    "key_index_misses",
+                    "row-group key sets and row blocks a trace lookup decoded",
+                ),
+                ("key_index_entries", "key sets and row blocks held"),
                 (
                     "key_index_bytes",
-                    "bytes of decoded row groups and file metadata held",
+                    "bytes of key sets, row blocks and file metadata held",
                 ),
                 ("key_index_limit_bytes", "the index's byte budget"),
             ])
@@ -384,40 +505,67 @@ impl KeyIndex {
         Ok(info)
     }
 
-    /// Whether row group `rg` of `path` is decoded already.
-    fn cached(&self, path: &Path, rg: usize) -> bool {
-        lock(&self.chunks).contains(&(path.to_path_buf(), rg))
+    /// The entries of `cache` for `wanted`, those missing built by `build` on every core.
+    fn cached<K, V>(
+        &self,
+        cache: &Mutex<ByteLru<K, Arc<V>>>,
+        wanted: Vec<K>,
+        build: impl Fn(&K) -> Result<V> + Sync,
+    ) -> Result<Vec<Arc<V>>>
+    where
+        K: std::hash::Hash + Eq + Clone + Sync,
+        V: Held + Send + Sync,
+    {
+        let mut out: Vec<Option<Arc<V>>> = {
+            let mut cache = lock(cache);
+            wanted
+                .iter()
+                .map(|k| cache.get(k).map(Arc::clone))
+                .collect()
+        };
+        let missing: Vec<usize> = (0..wanted.len()).filter(|&i| out[i].is_none()).collect();
+        self.hits
+            .fetch_add((wanted.len() - missing.len()) as u64, Ordering::Relaxed);
+        self.misses
+            .fetch_add(missing.len() as u64, Ordering::Relaxed);
+        let built = on_threads(&missing, |&i| build(&wanted[i]).map(Arc::new));
+        for (i, v) in missing.into_iter().zip(built) {
+            let v = v?;
+            lock(cache).put(wanted[i].clone(), Arc::clone(&v), v.bytes());
+            out[i] = Some(v);
+        }
+        Ok(out.into_iter().flatten().collect())
     }
 
-    fn chunk(&self, path: &Path, info: &FileInfo, rg: usize) -> Result<Arc<Chunk>> {
-        let key = (path.to_path_buf(), rg);
-        if let Some(c) = lock(&self.chunks).get(&key) {
-            self.hits.fetch_add(1, Ordering::Relaxed);
-            return Ok(Arc::clone(c));
-        }
-        self.misses.fetch_add(1, Ordering::Relaxed);
-        let names = meta_columns();
+    /// Reads rows `rows` (all if `None`) of a row group with `columns`, as `make` builds them.
+    fn decode<V>(
+        &self,
+        (path, rg): &RowGroup,
+        rows: Option<Range<usize>>,
+        columns: &[String],
+        make: fn(&RecordBatch) -> Result<V>,
+    ) -> Result<V> {
+        let info = self.file(path)?;
+        let ranges = rows.map(|r| vec![r]);
         let batch = read_rows(
             &self.open(path)?,
-            info,
-            rg,
-            None,
-            names.iter().map(String::as_str),
+            &info,
+            *rg,
+            ranges.as_deref(),
+            columns.iter().map(String::as_str),
         )
         .map_err(|e| io_err("reading", path, e))?;
-        let chunk = Arc::new(Chunk::new(&batch)?);
-        let size = chunk.bytes();
-        lock(&self.chunks).put(key, Arc::clone(&chunk), size);
-        Ok(chunk)
+        make(&batch)
     }
 }
 
-/// Row group `rg` of `file` (only `rows`, ascending, if given) with the named columns.
+/// Row group `rg` of `file` (only the rows in `ranges`, ascending, if given) with the named
+/// columns.
 fn read_rows<'a>(
     file: &File,
     info: &FileInfo,
     rg: usize,
-    rows: Option<&[u32]>,
+    ranges: Option<&[Range<usize>]>,
     columns: impl IntoIterator<Item = &'a str>,
 ) -> parquet::errors::Result<RecordBatch> {
     let md = info.meta.metadata();
@@ -428,8 +576,8 @@ fn read_rows<'a>(
             .with_row_groups(vec![rg])
             .with_projection(mask)
             .with_batch_size(total.max(1));
-    if let Some(rows) = rows {
-        let ranges = rows.iter().map(|&r| r as usize..r as usize + 1);
+    if let Some(ranges) = ranges {
+        let ranges = ranges.iter().cloned();
         builder = builder.with_row_selection(RowSelection::from_consecutive_ranges(ranges, total));
     }
     let reader = builder.build()?;
@@ -525,7 +673,14 @@ pub struct View {
     _pin: Option<Pin>,
     files: Vec<Listed>,
     buffered: Vec<RecordBatch>,
-    buffer: OnceLock<Result<(RecordBatch, Chunk)>>,
+    buffer: OnceLock<Result<Buffer>>,
+}
+
+/// The store's buffered rows as one batch, indexed.
+struct Buffer {
+    batch: RecordBatch,
+    keys: KeySet,
+    block: Block,
 }
 
 impl std::fmt::Debug for View {
@@ -537,16 +692,26 @@ impl std::fmt::Debug for View {
     }
 }
 
+/// A row a key set says may hold a probe's key: where, which row of the row group, which probe.
+struct Candidate {
+    reached: usize,
+    row: u32,
+    probe: usize,
+}
+
 impl View {
-    /// The buffered rows as one batch and their index, built the first time.
-    fn buffer(&self) -> Result<Option<&(RecordBatch, Chunk)>> {
+    /// The buffered rows, indexed the first time.
+    fn buffer(&self) -> Result<Option<&Buffer>> {
         if self.buffered.is_empty() {
             return Ok(None);
         }
         let built = self.buffer.get_or_init(|| {
             let batch = concat_batches(&l7_flow_log_schema(), &self.buffered)?;
-            let chunk = Chunk::new(&batch)?;
-            Ok((batch, chunk))
+            Ok(Buffer {
+                keys: KeySet::new(&batch)?,
+                block: Block::new(&batch)?,
+                batch,
+            })
         });
         match built {
             Ok(b) => Ok(Some(b)),
@@ -554,25 +719,11 @@ impl View {
         }
     }
 
-    /// Spans holding any of `keys` that start within `[from, to]`, each once.
-    pub fn find(&self, keys: &[Key], from: i64, to: i64) -> Result<Vec<Found>> {
-        let mut out = Vec::new();
-        let mut seen = HashSet::new();
-        let mut collect = |chunk: &Chunk, keys: &[&Key], loc: &dyn Fn(u32) -> Loc| {
-            for key in keys {
-                for row in chunk.rows(key.slot()) {
-                    let m = &chunk.spans[row as usize];
-                    if (from..=to).contains(&m.start) && seen.insert(loc(row)) {
-                        out.push(Found {
-                            loc: loc(row),
-                            meta: m.clone(),
-                            strings: chunk.strings.row(row as usize),
-                        });
-                    }
-                }
-            }
-        };
-        // The row groups that may hold a key, with the keys they may hold.
+    /// The row groups that may hold a span `probes` admit: the view's file, the row group and
+    /// the probes it may answer.
+    fn reach(&self, probes: &[Probe]) -> Result<Vec<(usize, usize, Vec<usize>)>> {
+        let from = probes.iter().map(|p| p.start.0).min().unwrap_or(i64::MAX);
+        let to = probes.iter().map(|p| p.start.1).max().unwrap_or(i64::MIN);
         let mut reached = Vec::new();
         for (f, listed) in self.files.iter().enumerate() {
             if listed.hour_us > to || listed.hour_us + HOUR_US <= from {
@@ -580,8 +731,11 @@ impl View {
             }
             let info = self.index.file(&listed.path)?;
             let mut file = None;
-            for rg in 0..info.times.len() {
-                if !info.overlaps(rg, from, to) {
+            for (rg, times) in info.times.iter().enumerate() {
+                let mut answers: Vec<usize> = (0..probes.len())
+                    .filter(|&p| probes[p].overlaps(times))
+                    .collect();
+                if answers.is_empty() {
                     continue;
                 }
                 let file = match &file {
@@ -591,62 +745,86 @@ impl View {
                 let blooms = info
                     .blooms(rg, file)
                     .map_err(|e| io_err("reading bloom filters of", &listed.path, e))?;
-                let candidates: Vec<&Key> = keys.iter().filter(|k| k.may_be_in(blooms)).collect();
-                if !candidates.is_empty() {
-                    reached.push((f, Arc::clone(&info), rg, candidates));
+                answers.retain(|&p| probes[p].key.may_be_in(blooms));
+                if !answers.is_empty() {
+                    reached.push((f, rg, answers));
                 }
             }
         }
-        // Decode the ones not cached yet on every core (most of a cold lookup's time).
-        let mut built: Vec<Option<Result<Arc<Chunk>>>> = reached.iter().map(|_| None).collect();
-        let missing: Vec<usize> = (0..reached.len())
-            .filter(|&i| {
-                !self
-                    .index
-                    .cached(&self.files[reached[i].0].path, reached[i].2)
-            })
-            .collect();
-        if missing.len() > 1 {
-            let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
-            let per_thread = missing.len().div_ceil(threads);
-            let decoded: Vec<(usize, Result<Arc<Chunk>>)> = std::thread::scope(|scope| {
-                let workers: Vec<_> = missing
-                    .chunks(per_thread)
-                    .map(|part| {
-                        let reached = &reached;
-                        scope.spawn(move || {
-                            part.iter()
-                                .map(|&i| {
-                                    let (f, info, rg, _) = &reached[i];
-                                    (i, self.index.chunk(&self.files[*f].path, info, *rg))
-                                })
-                                .collect::<Vec<_>>()
-                        })
-                    })
-                    .collect();
-                workers
-                    .into_iter()
-                    .flat_map(|w| w.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
-                    .collect()
-            });
-            for (i, chunk) in decoded {
-                built[i] = Some(chunk);
+        Ok(reached)
+    }
+
+    /// Spans holding a probe's key within its time bounds, each once.
+    pub fn find(&self, probes: &[Probe]) -> Result<Vec<Found>> {
+        let reached = self.reach(probes)?;
+        let group = |f: usize, rg: usize| (self.files[f].path.clone(), rg);
+        // The key sets of the row groups reached, then the rows they point at.
+        let sets = self.index.cached(
+            &self.index.keys,
+            reached.iter().map(|(f, rg, _)| group(*f, *rg)).collect(),
+            |g| self.index.decode(g, None, &key_columns(), KeySet::new),
+        )?;
+        let mut candidates = Vec::new();
+        for (reached, ((_, _, answers), set)) in reached.iter().zip(&sets).enumerate() {
+            for &probe in answers {
+                candidates.extend(set.rows(&probes[probe]).map(|row| Candidate {
+                    reached,
+                    row,
+                    probe,
+                }));
             }
         }
-        for ((f, info, rg, candidates), chunk) in reached.iter().zip(built) {
-            let chunk = match chunk {
-                Some(c) => c?,
-                None => self.index.chunk(&self.files[*f].path, info, *rg)?,
-            };
-            collect(&chunk, candidates, &|row| Loc::File {
+        // The blocks those rows are in, decoded where not cached yet.
+        let mut wanted: Vec<(usize, usize)> = candidates
+            .iter()
+            .map(|c| (c.reached, c.row as usize / BLOCK_ROWS))
+            .collect();
+        wanted.sort_unstable();
+        wanted.dedup();
+        let blocks = self.index.cached(
+            &self.index.blocks,
+            wanted
+                .iter()
+                .map(|&(r, b)| (group(reached[r].0, reached[r].1), b))
+                .collect(),
+            |(g, b)| {
+                let rows = b * BLOCK_ROWS..(b + 1) * BLOCK_ROWS;
+                let info = self.index.file(&g.0)?;
+                let total = info.meta.metadata().row_group(g.1).num_rows() as usize;
+                let rows = rows.start..rows.end.min(total);
+                self.index
+                    .decode(g, Some(rows), &meta_columns(), Block::new)
+            },
+        )?;
+        let mut out = Vec::new();
+        let mut seen = HashSet::new();
+        let mut keep = |block: &Block, i: usize, probe: &Probe, loc: Loc| {
+            let m = &block.spans[i];
+            if holds(m, probe.key.slot()) && probe.admits(m.start, m.end) && seen.insert(loc) {
+                out.push(Found {
+                    loc,
+                    meta: m.clone(),
+                    strings: block.strings.row(i),
+                });
+            }
+        };
+        for c in &candidates {
+            let b = c.row as usize / BLOCK_ROWS;
+            let block = &blocks[wanted.binary_search(&(c.reached, b)).expect("wanted")];
+            let (f, rg, _) = &reached[c.reached];
+            let loc = Loc::File {
                 file: *f as u32,
                 rg: *rg as u32,
-                row,
-            });
+                row: c.row,
+            };
+            keep(block, c.row as usize % BLOCK_ROWS, &probes[c.probe], loc);
         }
-        if let Some((_, chunk)) = self.buffer()? {
-            let all: Vec<&Key> = keys.iter().collect();
-            collect(chunk, &all, &|row| Loc::Buffer { row });
+        if let Some(buffer) = self.buffer()? {
+            for probe in probes {
+                for row in buffer.keys.rows(probe) {
+                    keep(&buffer.block, row as usize, probe, Loc::Buffer { row });
+                }
+            }
         }
         Ok(out)
     }
@@ -687,20 +865,22 @@ impl View {
                     let path = &self.files[file as usize].path;
                     let info = self.index.file(path)?;
                     let names = columns.iter().map(String::as_str);
+                    let ranges: Vec<Range<usize>> =
+                        rows.iter().map(|&r| r as usize..r as usize + 1).collect();
                     read_rows(
                         &self.index.open(path)?,
                         &info,
                         rg as usize,
-                        Some(&rows),
+                        Some(&ranges),
                         names,
                     )
                     .map_err(|e| io_err("reading", path, e))?
                 }
                 None => {
-                    let (batch, _) = self
+                    let buffer = self
                         .buffer()?
                         .ok_or_else(|| DataFusionError::Internal("no buffered rows".into()))?;
-                    take_record_batch(batch, &UInt32Array::from(rows))?
+                    take_record_batch(&buffer.batch, &UInt32Array::from(rows))?
                 }
             };
             pieces.push(conform(&batch, &schema)?);

@@ -2,7 +2,10 @@
 //! `l7_flow_log`), or the iterative key expansion from seed spans (`trace`, `trace_by`), each
 //! round a probe of the key index.
 
-use std::{collections::HashSet, sync::Arc};
+use std::{
+    collections::{HashMap, HashSet},
+    sync::Arc,
+};
 
 use arrow::{
     array::{RecordBatch, UInt32Array},
@@ -15,11 +18,14 @@ use datafusion::{
     logical_expr::{Expr, col, lit},
     prelude::SessionContext,
 };
-use wiretrace_storage::schema::{L7_FLOW_LOG, l7_flow_log_schema};
+use wiretrace_storage::{
+    LOOKUP_KEY_COLUMNS,
+    schema::{L7_FLOW_LOG, l7_flow_log_schema},
+};
 
 use super::{
     assemble::{Assembly, Tolerance, assemble},
-    index::{Key, KeyIndex, Loc, View},
+    index::{Key, KeyIndex, Loc, Probe, View},
     meta::{Point, SpanMeta, StringKeys, meta_columns},
 };
 
@@ -179,33 +185,18 @@ pub async fn expand(
     tol: &Tolerance,
     columns: &[String],
 ) -> Result<Traced> {
-    let (seed_keys, seed_filters, seed_from, seed_to) = match &seed {
+    let seed_probes = vec![match &seed {
         // `_id` holds its span's start second: look in that second only.
         Seed::Id(id) => {
             let lo = (id >> 32) * 1_000_000;
-            let hi = lo + 999_999;
-            let filter = col("_id").eq(lit(*id)).and(between(lo, hi));
-            (vec![Key::Id(*id)], vec![filter], lo, hi)
+            Probe::starting(Key::Id(*id), lo, lo + 999_999)
         }
-        Seed::XRequestId(x) => (
-            vec![Key::X(x.clone())],
-            vec![
-                col("x_request_id_0").eq(lit(x.clone())),
-                col("x_request_id_1").eq(lit(x.clone())),
-            ],
-            i64::MIN,
-            i64::MAX,
-        ),
-        Seed::TraceId(t) => (
-            vec![Key::TraceId(t.clone())],
-            vec![col("trace_id").eq(lit(t.clone()))],
-            i64::MIN,
-            i64::MAX,
-        ),
-    };
+        Seed::XRequestId(x) => Probe::starting(Key::X(x.clone()), i64::MIN, i64::MAX),
+        Seed::TraceId(t) => Probe::starting(Key::TraceId(t.clone()), i64::MIN, i64::MAX),
+    }];
     let view = Arc::new(index.view().await?);
-    let mut lookups = seed_filters;
-    let first = blocking(&view, move |v| v.find(&seed_keys, seed_from, seed_to)).await?;
+    let mut lookups = filters(&seed_probes);
+    let first = blocking(&view, move |v| v.find(&seed_probes)).await?;
     let seeds: Vec<i64> = first.iter().map(|f| f.meta.id).collect();
     let Some(from) = first.iter().map(|f| f.meta.start).min() else {
         let columns = columns.to_vec();
@@ -270,12 +261,12 @@ pub async fn expand(
             }
         }
         keys.remove_used(&mut used);
-        let probes = keys.probes();
+        let probes = keys.probes((from, to), tol.widest());
         if probes.is_empty() {
             break;
         }
-        lookups.extend(keys.filters().into_iter().map(|f| f.and(between(from, to))));
-        let found = blocking(&view, move |v| v.find(&probes, from, to)).await?;
+        lookups.extend(filters(&probes));
+        let found = blocking(&view, move |v| v.find(&probes)).await?;
         tracing::debug!(round, spans = found.len(), "trace lookup round");
         let before = meta.len();
         for f in found {
@@ -332,88 +323,104 @@ fn siblings(meta: &[SpanMeta], assembly: &Assembly, picked: &[u32]) -> Vec<u32> 
     found.into_iter().collect()
 }
 
-/// Key values to look up in the next round.
+/// Key values to look up, each with the least and greatest time of the spans it came from: the
+/// start for a request's TCP seq, the end for a response's (two views of one hop are never
+/// further apart); other keys are looked up in the whole window.
 #[derive(Default)]
-struct Keys {
-    req_seq: HashSet<u32>,
-    resp_seq: HashSet<u32>,
-    sys: HashSet<i64>,
-    x: HashSet<String>,
-    trace_id: HashSet<String>,
-}
+struct Keys(HashMap<Key, (i64, i64)>);
 
 impl Keys {
+    fn put(&mut self, key: Key, at: i64) {
+        let at = if matches!(key, Key::ReqSeq(_) | Key::RespSeq(_)) {
+            at
+        } else {
+            0
+        };
+        let e = self.0.entry(key).or_insert((at, at));
+        *e = (e.0.min(at), e.1.max(at));
+    }
+
     fn add(&mut self, s: &StringKeys, m: &SpanMeta) {
         if m.req_seq != 0 {
-            self.req_seq.insert(m.req_seq);
+            self.put(Key::ReqSeq(m.req_seq), m.start);
         }
         if m.resp_seq != 0 {
-            self.resp_seq.insert(m.resp_seq);
+            self.put(Key::RespSeq(m.resp_seq), m.end);
         }
         for id in [m.sys_req, m.sys_resp] {
             if id != 0 {
-                self.sys.insert(id);
+                self.put(Key::Sys(id), 0);
             }
         }
-        self.x.extend(s.x.iter().cloned());
-        self.trace_id.extend(s.trace_id.iter().cloned());
+        for x in &s.x {
+            self.put(Key::X(x.clone()), 0);
+        }
+        if let Some(t) = &s.trace_id {
+            self.put(Key::TraceId(t.clone()), 0);
+        }
     }
 
-    /// Drops keys looked up before and records the rest as used.
+    /// Drops keys whose times were looked up before; records the rest, each widened to cover
+    /// what was looked up before.
     fn remove_used(&mut self, used: &mut Keys) {
-        fn split<T: std::hash::Hash + Eq + Clone>(new: &mut HashSet<T>, used: &mut HashSet<T>) {
-            new.retain(|k| used.insert(k.clone()));
-        }
-        split(&mut self.req_seq, &mut used.req_seq);
-        split(&mut self.resp_seq, &mut used.resp_seq);
-        split(&mut self.sys, &mut used.sys);
-        split(&mut self.x, &mut used.x);
-        split(&mut self.trace_id, &mut used.trace_id);
+        self.0.retain(|k, r| match used.0.get_mut(k) {
+            Some(u) if u.0 <= r.0 && r.1 <= u.1 => false,
+            Some(u) => {
+                *u = (u.0.min(r.0), u.1.max(r.1));
+                *r = *u;
+                true
+            }
+            None => {
+                used.0.insert(k.clone(), *r);
+                true
+            }
+        });
     }
 
-    /// The keys to probe the index with.
-    fn probes(&self) -> Vec<Key> {
-        let req = self.req_seq.iter().map(|&v| Key::ReqSeq(v));
-        let resp = self.resp_seq.iter().map(|&v| Key::RespSeq(v));
-        let sys = self.sys.iter().map(|&v| Key::Sys(v));
-        let x = self.x.iter().map(|v| Key::X(v.clone()));
-        let trace = self.trace_id.iter().map(|v| Key::TraceId(v.clone()));
-        req.chain(resp).chain(sys).chain(x).chain(trace).collect()
-    }
-
-    /// `req_tcp_seq IN (…)`, `resp_tcp_seq IN (…)`, …: one filter per key column with values
-    /// (what a SQL engine without the index runs for the same round).
-    fn filters(&self) -> Vec<Expr> {
-        fn within<T: Clone>(
-            column: &str,
-            values: &HashSet<T>,
-            lit_of: fn(T) -> Expr,
-        ) -> Option<Expr> {
-            (!values.is_empty()).then(|| {
-                let mut v: Vec<Expr> = values.iter().cloned().map(lit_of).collect();
-                if v.len() == 1 {
-                    col(column).eq(v.pop().expect("one value"))
-                } else {
-                    col(column).in_list(v, false)
+    /// The probes for the keys inside `[from, to]`, a TCP seq's within `skew` of its spans.
+    fn probes(&self, (from, to): (i64, i64), skew: i64) -> Vec<Probe> {
+        self.0
+            .iter()
+            .map(|(key, &(lo, hi))| match key {
+                Key::ReqSeq(_) => {
+                    Probe::starting(key.clone(), (lo - skew).max(from), (hi + skew).min(to))
                 }
+                Key::RespSeq(_) => Probe {
+                    key: key.clone(),
+                    start: (from, (hi + skew).min(to)),
+                    end: (lo - skew, hi + skew),
+                },
+                _ => Probe::starting(key.clone(), from, to),
             })
-        }
-        let u32_lit = |v: u32| lit(v);
-        let i64_lit = |v: i64| lit(v);
-        let str_lit = |v: String| lit(v);
-        [
-            within("req_tcp_seq", &self.req_seq, u32_lit),
-            within("resp_tcp_seq", &self.resp_seq, u32_lit),
-            within("syscall_trace_id_request", &self.sys, i64_lit),
-            within("syscall_trace_id_response", &self.sys, i64_lit),
-            within("x_request_id_0", &self.x, str_lit),
-            within("x_request_id_1", &self.x, str_lit),
-            within("trace_id", &self.trace_id, str_lit),
-        ]
-        .into_iter()
-        .flatten()
-        .collect()
+            .collect()
     }
+}
+
+/// What a SQL engine without the index runs for the same round: per key column, `column IN
+/// (…)` within the least and greatest times its probes allow.
+fn filters(probes: &[Probe]) -> Vec<Expr> {
+    std::iter::once(&"_id")
+        .chain(LOOKUP_KEY_COLUMNS)
+        .filter_map(|column| {
+            let mine: Vec<&Probe> = probes
+                .iter()
+                .filter(|p| p.key.columns().contains(column))
+                .collect();
+            let values = mine.iter().map(|p| p.key.literal()).collect();
+            let start = mine.iter().map(|p| p.start.0).min()?;
+            let within = between(start, mine.iter().map(|p| p.start.1).max()?);
+            let end = (
+                mine.iter().map(|p| p.end.0).min()?,
+                mine.iter().map(|p| p.end.1).max()?,
+            );
+            let within = if end == (i64::MIN, i64::MAX) {
+                within
+            } else {
+                within.and(col("end_time").between(ts(end.0), ts(end.1)))
+            };
+            Some(col(*column).in_list(values, false).and(within))
+        })
+        .collect()
 }
 
 /// The names of `l7_flow_log`'s columns.

@@ -42,6 +42,15 @@ const CONFLICT_COLUMNS: [&str; 11] = [
     "response_exception",
 ];
 
+/// Every column [`SpanKeys::from_batch`] reads: `_id`, the times and the trace lookup keys.
+pub fn key_columns() -> Vec<String> {
+    ["_id", "start_time", "end_time"]
+        .iter()
+        .chain(LOOKUP_KEY_COLUMNS)
+        .map(|c| c.to_string())
+        .collect()
+}
+
 /// Every column [`SpanMeta::from_batch`] reads: its own and the trace lookup keys.
 pub fn meta_columns() -> Vec<String> {
     OWN_COLUMNS
@@ -130,6 +139,62 @@ impl Kind {
 /// Fields compared for conflicts: two spans of one hop never differ where both are set.
 pub const CONFLICT_FIELDS: usize = CONFLICT_COLUMNS.len() + 2;
 
+/// What a span can be looked up by, and when it happened.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SpanKeys {
+    /// `_id`.
+    pub id: i64,
+    /// Start, µs.
+    pub start: i64,
+    /// End, µs.
+    pub end: i64,
+    /// TCP seq of the request (0 = unknown).
+    pub req_seq: u32,
+    /// TCP seq of the response (0 = unknown).
+    pub resp_seq: u32,
+    /// Syscall trace id of the request (0 = none).
+    pub sys_req: i64,
+    /// Syscall trace id of the response (0 = none).
+    pub sys_resp: i64,
+    /// X-Request-ID of the request, hashed.
+    pub x0: u64,
+    /// X-Request-ID of the response, hashed.
+    pub x1: u64,
+    /// Trace id, hashed.
+    pub trace_id: u64,
+}
+
+impl SpanKeys {
+    /// Decodes every row of `batch` (which must hold [`key_columns`]).
+    pub fn from_batch(batch: &RecordBatch) -> Result<Vec<Self>> {
+        let c = Columns { batch };
+        let ids = c.values::<Int64Type>("_id")?;
+        let starts = c.values::<TimestampMicrosecondType>("start_time")?;
+        let ends = c.values::<TimestampMicrosecondType>("end_time")?;
+        let req_seq = c.values::<UInt32Type>("req_tcp_seq")?;
+        let resp_seq = c.values::<UInt32Type>("resp_tcp_seq")?;
+        let sys_req = c.values::<Int64Type>("syscall_trace_id_request")?;
+        let sys_resp = c.values::<Int64Type>("syscall_trace_id_response")?;
+        let x0 = c.hashes("x_request_id_0")?;
+        let x1 = c.hashes("x_request_id_1")?;
+        let trace_id = c.hashes("trace_id")?;
+        Ok((0..batch.num_rows())
+            .map(|i| Self {
+                id: ids[i],
+                start: starts[i],
+                end: ends[i],
+                req_seq: req_seq[i],
+                resp_seq: resp_seq[i],
+                sys_req: sys_req[i],
+                sys_resp: sys_resp[i],
+                x0: x0[i],
+                x1: x1[i],
+                trace_id: trace_id[i],
+            })
+            .collect())
+    }
+}
+
 /// One span as trace assembly sees it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SpanMeta {
@@ -185,61 +250,52 @@ impl SpanMeta {
 
     /// Decodes every row of `batch` (which must hold [`meta_columns`]).
     pub fn from_batch(batch: &RecordBatch) -> Result<Vec<Self>> {
+        let keys = SpanKeys::from_batch(batch)?;
         let c = Columns { batch };
-        let ids = c.values::<Int64Type>("_id")?;
-        let starts = c.values::<TimestampMicrosecondType>("start_time")?;
-        let ends = c.values::<TimestampMicrosecondType>("end_time")?;
         let agents = c.values::<Int32Type>("agent_id")?;
         let pid0 = c.values::<Int64Type>("process_id_0")?;
         let pid1 = c.values::<Int64Type>("process_id_1")?;
-        let req_seq = c.values::<UInt32Type>("req_tcp_seq")?;
-        let resp_seq = c.values::<UInt32Type>("resp_tcp_seq")?;
-        let sys_req = c.values::<Int64Type>("syscall_trace_id_request")?;
-        let sys_resp = c.values::<Int64Type>("syscall_trace_id_response")?;
         let points = c.strs("observation_point")?;
         let kinds = c.strs("type")?;
-        let [x0, x1, trace_id, span_id, parent_span_id] = [
-            "x_request_id_0",
-            "x_request_id_1",
-            "trace_id",
-            "span_id",
-            "parent_span_id",
-        ]
-        .map(|n| c.hashes(n));
-        let (x0, x1, trace_id, span_id, parent_span_id) =
-            (x0?, x1?, trace_id?, span_id?, parent_span_id?);
-        let mut fields = Vec::with_capacity(CONFLICT_FIELDS);
-        for n in CONFLICT_COLUMNS {
-            fields.push(c.hashes(n)?);
-        }
-        fields.push(x0.clone());
-        fields.push(x1.clone());
-        Ok((0..batch.num_rows())
-            .map(|i| {
+        let span_id = c.hashes("span_id")?;
+        let parent_span_id = c.hashes("parent_span_id")?;
+        let fields = CONFLICT_COLUMNS
+            .iter()
+            .map(|n| c.hashes(n))
+            .collect::<Result<Vec<_>>>()?;
+        Ok(keys
+            .iter()
+            .enumerate()
+            .map(|(i, k)| {
                 let point = Point::parse(points.value(i));
                 let pid = match point {
                     Point::ClientProcess => pid0[i],
                     Point::ServerProcess => pid1[i],
                     _ => 0,
                 };
+                let mut all = [k.x0; CONFLICT_FIELDS];
+                all[CONFLICT_FIELDS - 1] = k.x1;
+                for (f, column) in fields.iter().enumerate() {
+                    all[f] = column[i];
+                }
                 Self {
-                    id: ids[i],
-                    start: starts[i],
-                    end: ends[i],
+                    id: k.id,
+                    start: k.start,
+                    end: k.end,
                     point,
                     kind: Kind::parse(kinds.value(i)),
                     agent: agents[i],
                     pid,
-                    req_seq: req_seq[i],
-                    resp_seq: resp_seq[i],
-                    sys_req: sys_req[i],
-                    sys_resp: sys_resp[i],
-                    x0: x0[i],
-                    x1: x1[i],
-                    trace_id: trace_id[i],
+                    req_seq: k.req_seq,
+                    resp_seq: k.resp_seq,
+                    sys_req: k.sys_req,
+                    sys_resp: k.sys_resp,
+                    x0: k.x0,
+                    x1: k.x1,
+                    trace_id: k.trace_id,
                     span_id: span_id[i],
                     parent_span_id: parent_span_id[i],
-                    fields: std::array::from_fn(|f| fields[f][i]),
+                    fields: all,
                 }
             })
             .collect())
