@@ -132,8 +132,15 @@ impl PartitionedWriter {
         }
         for key in LOOKUP_KEY_COLUMNS {
             if schema.index_of(key).is_ok() {
-                // Sized by the parquet crate for a row group's rows.
-                props = props.set_column_bloom_filter_enabled(ColumnPath::from(*key), true);
+                // Sized by the parquet crate for a row group's distinct values. A lookup probes
+                // syscall ids and string keys across its whole window, many at once, so their
+                // filters are made ~50× more selective (≈ +1 B/span); TCP seqs are probed near
+                // their spans' times only, where the default serves.
+                let path = ColumnPath::from(*key);
+                props = props.set_column_bloom_filter_enabled(path.clone(), true);
+                if !key.ends_with("tcp_seq") {
+                    props = props.set_column_bloom_filter_fpp(path, 0.001);
+                }
             }
         }
         let dir = paths::table_dir(data_dir, table);
