@@ -7,7 +7,10 @@ the filters of every lookup round wiretrace made. Runs the same rounds, in order
 engines do identical work over identical files (DuckDB does no assembly: that is extra work
 wiretrace does on top).
 
-    benches/trace_duckdb.py DATA_DIR
+    benches/trace_duckdb.py DATA_DIR [SEEDS]
+
+SEEDS limits how many seed spans are timed (all by default; DuckDB takes seconds per trace on
+large stores).
 """
 
 import statistics
@@ -31,6 +34,8 @@ def main() -> None:
         f"CREATE VIEW l7_flow_log AS SELECT * FROM read_parquet('{glob}', hive_partitioning = false)"
     )
     seeds = list(rounds.items())
+    if len(sys.argv) > 2:
+        seeds = seeds[: int(sys.argv[2])]
     for _, filters in seeds[:10]:  # warm up like the Rust side
         for f in filters:
             con.execute(f"SELECT * FROM l7_flow_log WHERE {f}").to_arrow_table()

@@ -34,7 +34,7 @@ const COLD_SEEDS: usize = 10;
 fn generate(dir: &Path, spans: usize) -> Vec<i64> {
     let writers = TableWriters::open(dir).expect("data dir");
     let spread_us = (spans / SPANS_PER_SECOND).max(1) as i64 * 1_000_000;
-    // ~54 spans per trace with the default topology; generate until the target is reached.
+    // ~54 spans per trace with the default topology: about `spans` in all.
     let traces = spans / 54 + 1;
     let mut g = Generator::new(GenConfig {
         spread_us,
@@ -42,9 +42,10 @@ fn generate(dir: &Path, spans: usize) -> Vec<i64> {
     });
     let (mut written, mut done, mut seeds) = (0, 0, Vec::new());
     let started = Instant::now();
-    while written < spans {
-        let chunk = g.traces(CHUNK.min(traces.saturating_sub(done).max(1)), traces);
-        done += CHUNK;
+    while done < traces {
+        let n = CHUNK.min(traces - done);
+        let chunk = g.traces(n, traces);
+        done += n;
         let step = (chunk.truth.len() / (SEEDS * CHUNK / traces.max(1)).max(1)).max(1);
         seeds.extend(
             chunk

@@ -14,6 +14,7 @@ use parquet::file::metadata::ParquetMetaDataReader;
 
 use crate::{
     error::{Result, io},
+    paths,
     schema::tables,
 };
 
@@ -48,50 +49,75 @@ pub struct Quarantined {
     pub reason: String,
 }
 
+/// An hour partition folder of one table.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Hour {
+    /// `dt=YYYY-MM-DD/hr=HH`.
+    pub name: String,
+    /// Its folder.
+    pub dir: PathBuf,
+    /// The hour it starts.
+    pub start: DateTime<Utc>,
+}
+
+/// The entries of `dir`; none if it is gone (retention may remove a partition meanwhile).
+fn entries(dir: &Path) -> Result<Vec<fs::DirEntry>> {
+    match fs::read_dir(dir) {
+        Ok(d) => Ok(d.flatten().collect()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Vec::new()),
+        Err(e) => Err(io("listing", dir)(e)),
+    }
+}
+
+/// The `dt=…/hr=…` partitions under a table's folder, in no order (folders named otherwise are
+/// not partitions).
+pub fn hours(table_dir: &Path) -> Result<Vec<Hour>> {
+    let mut out = Vec::new();
+    for day in entries(table_dir)? {
+        let dname = day.file_name().to_string_lossy().into_owned();
+        let Some(date) = dname
+            .strip_prefix("dt=")
+            .and_then(|d| NaiveDate::parse_from_str(d, "%Y-%m-%d").ok())
+        else {
+            continue;
+        };
+        for hour in entries(&day.path())? {
+            let hname = hour.file_name().to_string_lossy().into_owned();
+            let Some(time) = hname
+                .strip_prefix("hr=")
+                .and_then(|h| h.parse::<u32>().ok())
+                .and_then(|h| NaiveTime::from_hms_opt(h, 0, 0))
+            else {
+                continue;
+            };
+            out.push(Hour {
+                name: format!("{dname}/{hname}"),
+                dir: hour.path(),
+                start: date.and_time(time).and_utc(),
+            });
+        }
+    }
+    Ok(out)
+}
+
 /// Every hour partition of every table, oldest first.
 pub fn partitions(data_dir: &Path) -> Result<Vec<Partition>> {
     let mut all = Vec::new();
     for (table, _, _) in tables() {
-        let tdir = data_dir.join(table);
-        let Ok(days) = fs::read_dir(&tdir) else {
-            continue;
-        };
-        for day in days.flatten() {
-            let dname = day.file_name().to_string_lossy().into_owned();
-            let Some(date) = dname
-                .strip_prefix("dt=")
-                .and_then(|d| NaiveDate::parse_from_str(d, "%Y-%m-%d").ok())
-            else {
-                continue;
-            };
-            for hour in fs::read_dir(day.path())
-                .map_err(io("listing", &day.path()))?
-                .flatten()
-            {
-                let hname = hour.file_name().to_string_lossy().into_owned();
-                let Some(h) = hname
-                    .strip_prefix("hr=")
-                    .and_then(|h| h.parse::<u32>().ok())
-                else {
-                    continue;
-                };
-                let Some(time) = NaiveTime::from_hms_opt(h, 0, 0) else {
-                    continue;
-                };
-                let (mut files, mut bytes) = (0, 0);
-                for f in parquet_files(&hour.path())? {
-                    files += 1;
-                    bytes += fs::metadata(&f).map(|m| m.len()).unwrap_or(0);
-                }
-                all.push(Partition {
-                    table,
-                    name: format!("{dname}/{hname}"),
-                    dir: hour.path(),
-                    start: date.and_time(time).and_utc(),
-                    files,
-                    bytes,
-                });
+        for hour in hours(&paths::table_dir(data_dir, table))? {
+            let (mut files, mut bytes) = (0, 0);
+            for f in parquet_files(&hour.dir)? {
+                files += 1;
+                bytes += fs::metadata(&f).map(|m| m.len()).unwrap_or(0);
             }
+            all.push(Partition {
+                table,
+                name: hour.name,
+                dir: hour.dir,
+                start: hour.start,
+                files,
+                bytes,
+            });
         }
     }
     all.sort_by(|a, b| (a.start, a.table).cmp(&(b.start, b.table)));
@@ -115,11 +141,10 @@ impl Partition {
     }
 }
 
-/// The Parquet files directly in `dir`.
-pub(crate) fn parquet_files(dir: &Path) -> Result<Vec<PathBuf>> {
-    Ok(fs::read_dir(dir)
-        .map_err(io("listing", dir))?
-        .flatten()
+/// The Parquet files directly in `dir` (none if it is gone).
+pub fn parquet_files(dir: &Path) -> Result<Vec<PathBuf>> {
+    Ok(entries(dir)?
+        .into_iter()
         .map(|e| e.path())
         .filter(|p| p.extension().is_some_and(|x| x == "parquet"))
         .collect())

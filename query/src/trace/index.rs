@@ -23,7 +23,6 @@ use arrow::{
     compute::{concat_batches, take_record_batch},
     datatypes::{Schema, SchemaRef},
 };
-use chrono::{NaiveDate, NaiveTime};
 use datafusion::{
     error::{DataFusionError, Result},
     logical_expr::{Expr, lit},
@@ -39,7 +38,7 @@ use parquet::{
     file::{metadata::PageIndexPolicy, statistics::Statistics},
 };
 use wiretrace_storage::{
-    LOOKUP_KEY_COLUMNS, Pin, Store, paths,
+    LOOKUP_KEY_COLUMNS, Pin, Store, maintain, paths,
     schema::{L7_FLOW_LOG, l7_flow_log_schema},
 };
 
@@ -635,44 +634,13 @@ struct Listed {
 
 const HOUR_US: i64 = 3_600_000_000;
 
-/// The entries of `dir`; none if it is gone (retention may remove a partition meanwhile).
-fn entries(dir: &Path) -> io::Result<Vec<std::fs::DirEntry>> {
-    match std::fs::read_dir(dir) {
-        Ok(d) => Ok(d.flatten().collect()),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(Vec::new()),
-        Err(e) => Err(e),
-    }
-}
-
 /// The Parquet files under a table's `dt=…/hr=…` partitions.
-fn list(table_dir: &Path) -> io::Result<Vec<Listed>> {
+fn list(table_dir: &Path) -> wiretrace_storage::Result<Vec<Listed>> {
     let mut out = Vec::new();
-    for day in entries(table_dir)? {
-        let name = day.file_name();
-        let Some(date) = name
-            .to_str()
-            .and_then(|d| d.strip_prefix("dt="))
-            .and_then(|d| NaiveDate::parse_from_str(d, "%Y-%m-%d").ok())
-        else {
-            continue;
-        };
-        for hour in entries(&day.path())? {
-            let name = hour.file_name();
-            let Some(time) = name
-                .to_str()
-                .and_then(|h| h.strip_prefix("hr="))
-                .and_then(|h| h.parse::<u32>().ok())
-                .and_then(|h| NaiveTime::from_hms_opt(h, 0, 0))
-            else {
-                continue;
-            };
-            let hour_us = date.and_time(time).and_utc().timestamp_micros();
-            for f in entries(&hour.path())? {
-                let path = f.path();
-                if path.extension().is_some_and(|x| x == "parquet") {
-                    out.push(Listed { path, hour_us });
-                }
-            }
+    for hour in maintain::hours(table_dir)? {
+        let hour_us = hour.start.timestamp_micros();
+        for path in maintain::parquet_files(&hour.dir)? {
+            out.push(Listed { path, hour_us });
         }
     }
     Ok(out)
