@@ -7,7 +7,7 @@
 //! lookup.
 
 use std::{
-    collections::HashSet,
+    collections::{HashMap, HashSet},
     fs::File,
     io,
     ops::Range,
@@ -324,10 +324,14 @@ struct Times {
     end: (i64, i64),
 }
 
-/// A Parquet file's metadata (with its offset index, for reading single rows) and the bloom
-/// filters of its row groups, read the first time a lookup reaches them.
+/// A Parquet file's metadata and the bloom filters of its row groups, read the first time a
+/// lookup reaches them.
 struct FileInfo {
+    /// The footer: enough to choose row groups and read whole ones.
     meta: ArrowReaderMetadata,
+    /// The footer with the offset index, for reading some rows of a row group; read the first
+    /// time (most files a lookup reaches only have row groups read whole, if any).
+    paged: OnceLock<ArrowReaderMetadata>,
     /// Per row group: its times, if the statistics say.
     times: Vec<Option<Times>>,
     /// Per row group: its bloom filters in [`LOOKUP_KEY_COLUMNS`] order.
@@ -336,8 +340,7 @@ struct FileInfo {
 
 impl FileInfo {
     fn load(file: &File) -> parquet::errors::Result<Self> {
-        let options = ArrowReaderOptions::new().with_offset_index_policy(PageIndexPolicy::Optional);
-        let meta = ArrowReaderMetadata::load(file, options)?;
+        let meta = ArrowReaderMetadata::load(file, ArrowReaderOptions::new())?;
         let md = meta.metadata();
         let columns = md.file_metadata().schema_descr().columns();
         let [start, end] =
@@ -362,12 +365,24 @@ impl FileInfo {
         let blooms = md.row_groups().iter().map(|_| OnceLock::new()).collect();
         Ok(Self {
             meta,
+            paged: OnceLock::new(),
             times,
             blooms,
         })
     }
 
-    /// Memory held, counting every bloom filter as loaded.
+    /// The metadata with the offset index, read from `file` the first time.
+    fn paged(&self, file: &File) -> parquet::errors::Result<&ArrowReaderMetadata> {
+        if let Some(m) = self.paged.get() {
+            return Ok(m);
+        }
+        let options = ArrowReaderOptions::new().with_offset_index_policy(PageIndexPolicy::Optional);
+        let m = ArrowReaderMetadata::load(file, options)?;
+        Ok(self.paged.get_or_init(|| m))
+    }
+
+    /// Memory held, counting every bloom filter and the offset index as loaded (the footer
+    /// twice, for the copy that holds the offset index, which is of about the footer's size).
     fn bytes(&self) -> usize {
         let md = self.meta.metadata();
         let blooms: usize = md
@@ -377,7 +392,7 @@ impl FileInfo {
             .filter_map(|c| c.bloom_filter_length())
             .map(|n| n.max(0) as usize)
             .sum();
-        md.memory_size() + blooms
+        3 * md.memory_size() + blooms
     }
 
     /// Row group `rg`'s bloom filters, read from `file` the first time.
@@ -412,6 +427,9 @@ pub struct KeyIndex {
     data_dir: PathBuf,
     store: Option<Arc<Store>>,
     files: Mutex<ByteLru<PathBuf, Arc<FileInfo>>>,
+    /// Per file: its least and greatest `start_time` (kept when its metadata is evicted, so a
+    /// lookup reads the footers of the files its window overlaps only).
+    spans: Mutex<HashMap<PathBuf, Option<(i64, i64)>>>,
     keys: Mutex<ByteLru<RowGroup, Arc<KeySet>>>,
     blocks: Mutex<ByteLru<(RowGroup, usize), Arc<Block>>>,
     hits: AtomicU64,
@@ -461,6 +479,7 @@ impl KeyIndex {
             data_dir: data_dir.to_path_buf(),
             store,
             files: Mutex::new(ByteLru::new(bytes / 8)),
+            spans: Mutex::new(HashMap::new()),
             keys: Mutex::new(ByteLru::new(bytes / 8 * 3)),
             blocks: Mutex::new(ByteLru::new(bytes / 2)),
             hits: AtomicU64::new(0),
@@ -515,6 +534,10 @@ impl KeyIndex {
             }
             None => (None, listed()?, Vec::new()),
         };
+        {
+            let listed: HashSet<&Path> = files.iter().map(|f| f.path.as_path()).collect();
+            lock(&self.spans).retain(|p, _| listed.contains(p.as_path()));
+        }
         Ok(View {
             index: Arc::clone(self),
             _pin: pin,
@@ -543,6 +566,21 @@ impl KeyIndex {
         let size = info.bytes();
         lock(&self.files).put(path.to_path_buf(), Arc::clone(&info), size);
         Ok(info)
+    }
+
+    /// The least and greatest `start_time` in `path`, if its statistics say.
+    fn span(&self, path: &Path) -> Result<Option<(i64, i64)>> {
+        if let Some(span) = lock(&self.spans).get(path) {
+            return Ok(*span);
+        }
+        let times = self.file(path)?.times.clone();
+        let span = times.iter().try_fold(None, |acc: Option<(i64, i64)>, t| {
+            let t = t.as_ref()?.start;
+            Some(Some(acc.map_or(t, |(lo, hi)| (lo.min(t.0), hi.max(t.1)))))
+        });
+        let span = span.flatten();
+        lock(&self.spans).insert(path.to_path_buf(), span);
+        Ok(span)
     }
 
     /// The entries of `cache` for `wanted`, those missing built by `build` on every core.
@@ -608,11 +646,15 @@ fn read_rows<'a>(
     ranges: Option<&[Range<usize>]>,
     columns: impl IntoIterator<Item = &'a str>,
 ) -> parquet::errors::Result<RecordBatch> {
-    let md = info.meta.metadata();
+    let meta = match ranges {
+        Some(_) => info.paged(file)?,
+        None => &info.meta,
+    };
+    let md = meta.metadata();
     let mask = ProjectionMask::columns(md.file_metadata().schema_descr(), columns);
     let total = md.row_group(rg).num_rows() as usize;
     let mut builder =
-        ParquetRecordBatchReaderBuilder::new_with_metadata(file.try_clone()?, info.meta.clone())
+        ParquetRecordBatchReaderBuilder::new_with_metadata(file.try_clone()?, meta.clone())
             .with_row_groups(vec![rg])
             .with_projection(mask)
             .with_batch_size(total.max(1));
@@ -736,6 +778,11 @@ impl View {
         let mut reached = Vec::new();
         for (f, listed) in self.files.iter().enumerate() {
             if listed.hour_us > to || listed.hour_us + HOUR_US <= from {
+                continue;
+            }
+            if let Some((lo, hi)) = self.index.span(&listed.path)?
+                && (hi < from || lo > to)
+            {
                 continue;
             }
             let info = self.index.file(&listed.path)?;
