@@ -195,15 +195,12 @@ impl SpanKeys {
     }
 }
 
-/// One span as trace assembly sees it.
+/// One span as trace assembly sees it: its keys and times (read as its own fields, through
+/// `Deref`) and what the rules compare.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SpanMeta {
-    /// `_id`.
-    pub id: i64,
-    /// Start, µs.
-    pub start: i64,
-    /// End, µs.
-    pub end: i64,
+    /// `_id`, times and lookup keys.
+    pub keys: SpanKeys,
     /// Observation point.
     pub point: Point,
     /// Request, response or both.
@@ -212,26 +209,20 @@ pub struct SpanMeta {
     pub agent: i32,
     /// The observing process (eBPF spans), else 0.
     pub pid: i64,
-    /// TCP seq of the request (0 = unknown).
-    pub req_seq: u32,
-    /// TCP seq of the response (0 = unknown).
-    pub resp_seq: u32,
-    /// Syscall trace id of the request (0 = none).
-    pub sys_req: i64,
-    /// Syscall trace id of the response (0 = none).
-    pub sys_resp: i64,
-    /// X-Request-ID of the request, hashed.
-    pub x0: u64,
-    /// X-Request-ID of the response, hashed.
-    pub x1: u64,
-    /// Trace id, hashed.
-    pub trace_id: u64,
     /// Span id, hashed.
     pub span_id: u64,
     /// Parent span id, hashed.
     pub parent_span_id: u64,
     /// Hashes of the fields in which two spans of one hop must agree.
     pub fields: [u64; CONFLICT_FIELDS],
+}
+
+impl std::ops::Deref for SpanMeta {
+    type Target = SpanKeys;
+
+    fn deref(&self) -> &SpanKeys {
+        &self.keys
+    }
 }
 
 impl SpanMeta {
@@ -279,20 +270,11 @@ impl SpanMeta {
                     all[f] = column[i];
                 }
                 Self {
-                    id: k.id,
-                    start: k.start,
-                    end: k.end,
+                    keys: *k,
                     point,
                     kind: Kind::parse(kinds.value(i)),
                     agent: agents[i],
                     pid,
-                    req_seq: k.req_seq,
-                    resp_seq: k.resp_seq,
-                    sys_req: k.sys_req,
-                    sys_resp: k.sys_resp,
-                    x0: k.x0,
-                    x1: k.x1,
-                    trace_id: k.trace_id,
                     span_id: span_id[i],
                     parent_span_id: parent_span_id[i],
                     fields: all,
