@@ -407,18 +407,21 @@ fn filters(probes: &[Probe]) -> Vec<Expr> {
                 .filter(|p| p.key.columns().contains(column))
                 .collect();
             let values = mine.iter().map(|p| p.key.literal()).collect();
-            let start = mine.iter().map(|p| p.start.0).min()?;
-            let within = between(start, mine.iter().map(|p| p.start.1).max()?);
-            let end = (
-                mine.iter().map(|p| p.end.0).min()?,
-                mine.iter().map(|p| p.end.1).max()?,
-            );
-            let within = if end == (i64::MIN, i64::MAX) {
-                within
-            } else {
-                within.and(col("end_time").between(ts(end.0), ts(end.1)))
+            let bound = |lo: fn(&Probe) -> i64, hi: fn(&Probe) -> i64| {
+                let range = (
+                    mine.iter().map(|p| lo(p)).min()?,
+                    mine.iter().map(|p| hi(p)).max()?,
+                );
+                (range != (i64::MIN, i64::MAX)).then_some(range)
             };
-            Some(col(*column).in_list(values, false).and(within))
+            let mut filter = col(*column).in_list(values, false);
+            if let Some((lo, hi)) = bound(|p| p.start.0, |p| p.start.1) {
+                filter = filter.and(between(lo, hi));
+            }
+            if let Some((lo, hi)) = bound(|p| p.end.0, |p| p.end.1) {
+                filter = filter.and(col("end_time").between(ts(lo), ts(hi)));
+            }
+            (!mine.is_empty()).then_some(filter)
         })
         .collect()
 }
