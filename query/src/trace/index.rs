@@ -615,21 +615,21 @@ impl KeyIndex {
         Ok(out.into_iter().flatten().collect())
     }
 
-    /// Reads rows `rows` (all if `None`) of a row group with `columns`, as `make` builds them.
+    /// Reads the rows in `ranges` (all if `None`) of a row group with `columns`, as `make`
+    /// builds them.
     fn decode<V>(
         &self,
         (path, rg): &RowGroup,
-        rows: Option<Range<usize>>,
+        ranges: Option<&[Range<usize>]>,
         columns: &[String],
         make: fn(&RecordBatch) -> Result<V>,
     ) -> Result<V> {
         let info = self.file(path)?;
-        let ranges = rows.map(|r| vec![r]);
         let batch = read_rows(
             &self.open(path)?,
             &info,
             *rg,
-            ranges.as_deref(),
+            ranges,
             columns.iter().map(String::as_str),
         )
         .map_err(|e| io_err("reading", path, e))?;
@@ -637,8 +637,8 @@ impl KeyIndex {
     }
 }
 
-/// Row group `rg` of `file` (only the rows in `ranges`, ascending, if given) with the named
-/// columns.
+/// Row group `rg` of `file` (only the rows in `ranges`, ascending, cut at the row group's end,
+/// if given) with the named columns.
 fn read_rows<'a>(
     file: &File,
     info: &FileInfo,
@@ -659,7 +659,7 @@ fn read_rows<'a>(
             .with_projection(mask)
             .with_batch_size(total.max(1));
     if let Some(ranges) = ranges {
-        let ranges = ranges.iter().cloned();
+        let ranges = ranges.iter().map(|r| r.start.min(total)..r.end.min(total));
         builder = builder.with_row_selection(RowSelection::from_consecutive_ranges(ranges, total));
     }
     let reader = builder.build()?;
@@ -845,9 +845,7 @@ impl View {
                 .collect(),
             |(g, b)| {
                 let rows = b * BLOCK_ROWS..(b + 1) * BLOCK_ROWS;
-                let info = self.index.file(&g.0)?;
-                let total = info.meta.metadata().row_group(g.1).num_rows() as usize;
-                let rows = rows.start..rows.end.min(total);
+                let rows = std::slice::from_ref(&rows);
                 self.index
                     .decode(g, Some(rows), &meta_columns(), Block::new)
             },
@@ -925,19 +923,11 @@ impl View {
                 .collect();
             let batch = match g {
                 Some((file, rg)) => {
-                    let path = &self.files[file as usize].path;
-                    let info = self.index.file(path)?;
-                    let names = columns.iter().map(String::as_str);
+                    let group = (self.files[file as usize].path.clone(), rg as usize);
                     let ranges: Vec<Range<usize>> =
                         rows.iter().map(|&r| r as usize..r as usize + 1).collect();
-                    read_rows(
-                        &self.index.open(path)?,
-                        &info,
-                        rg as usize,
-                        Some(&ranges),
-                        names,
-                    )
-                    .map_err(|e| io_err("reading", path, e))?
+                    self.index
+                        .decode(&group, Some(&ranges), columns, |b| Ok(b.clone()))?
                 }
                 None => {
                     let buffer = self

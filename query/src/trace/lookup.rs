@@ -330,12 +330,8 @@ fn siblings(meta: &[SpanMeta], assembly: &Assembly, picked: &[u32]) -> Vec<u32> 
 struct Keys(HashMap<Key, (i64, i64)>);
 
 impl Keys {
+    /// Adds `key`, from a span at `at` (0 for keys not bounded in time).
     fn put(&mut self, key: Key, at: i64) {
-        let at = if matches!(key, Key::ReqSeq(_) | Key::RespSeq(_)) {
-            at
-        } else {
-            0
-        };
         let e = self.0.entry(key).or_insert((at, at));
         *e = (e.0.min(at), e.1.max(at));
     }
@@ -406,6 +402,9 @@ fn filters(probes: &[Probe]) -> Vec<Expr> {
                 .iter()
                 .filter(|p| p.key.columns().contains(column))
                 .collect();
+            if mine.is_empty() {
+                return None;
+            }
             let values = mine.iter().map(|p| p.key.literal()).collect();
             let bound = |lo: fn(&Probe) -> i64, hi: fn(&Probe) -> i64| {
                 let range = (
@@ -421,7 +420,7 @@ fn filters(probes: &[Probe]) -> Vec<Expr> {
             if let Some((lo, hi)) = bound(|p| p.end.0, |p| p.end.1) {
                 filter = filter.and(col("end_time").between(ts(lo), ts(hi)));
             }
-            (!mine.is_empty()).then_some(filter)
+            Some(filter)
         })
         .collect()
 }
