@@ -1,10 +1,11 @@
-//! The key index behind `trace()` and `trace_by()`: each Parquet row group a lookup reaches has
-//! its key columns decoded once into a sorted index, and each block of rows a key is found in is
-//! decoded once into [`SpanMeta`] rows; both are kept in byte-bounded LRUs, so an expansion
+//! The key index behind `trace()` and `trace_by()`: a Parquet row group a lookup reaches is
+//! read in blocks of 8k rows (a data page of the writer's); each block has the columns of each
+//! kind of key probed there decoded once into a sorted key set, and each block a key is found in
+//! is decoded once into [`SpanMeta`] rows; both are kept in byte-bounded LRUs, so an expansion
 //! round costs binary searches, not a query plan. Row groups are reached through their
 //! partition's hour, their `start_time`/`end_time` statistics against each key's own time
-//! bounds, and the keys' bloom filters; rows the store has not flushed yet are indexed once per
-//! lookup.
+//! bounds and the keys' bloom filters, then their blocks through the page index's times; rows
+//! the store has not flushed yet are indexed once per lookup.
 
 use std::{
     collections::{HashMap, HashSet},
@@ -35,16 +36,18 @@ use parquet::{
         },
     },
     bloom_filter::Sbbf,
-    file::{metadata::PageIndexPolicy, statistics::Statistics},
+    file::{
+        metadata::{PageIndexPolicy, ParquetMetaData, ParquetMetaDataReader},
+        page_index::column_index::ColumnIndexMetaData,
+        statistics::Statistics,
+    },
 };
 use wiretrace_storage::{
     LOOKUP_KEY_COLUMNS, Pin, Store, maintain, paths,
     schema::{L7_FLOW_LOG, l7_flow_log_schema},
 };
 
-use super::meta::{
-    SpanKeys, SpanMeta, StringKeyColumns, StringKeys, hash_str, key_columns, meta_columns,
-};
+use super::meta::{SpanMeta, StringKeyColumns, StringKeys, hash_str, key_values, meta_columns};
 use crate::{
     cache::{ByteLru, CacheCounts},
     stats::CounterSource,
@@ -73,32 +76,45 @@ pub enum Key {
     TraceId(String),
 }
 
-/// A key as a row group's index holds it: a tag for the columns and the value (strings hashed
-/// as [`SpanMeta`] holds them).
+/// A key as a key set holds it: its kind (a tag naming its columns, [`KIND_COLUMNS`]) and its
+/// value (strings hashed as [`SpanMeta`] holds them).
 type Slot = (u8, u64);
 
+/// Per kind of key (by tag): the columns it is looked up in.
+const KIND_COLUMNS: [&[&str]; 6] = [
+    &["_id"],
+    &["req_tcp_seq"],
+    &["resp_tcp_seq"],
+    &["syscall_trace_id_request", "syscall_trace_id_response"],
+    &["x_request_id_0", "x_request_id_1"],
+    &["trace_id"],
+];
+
 impl Key {
-    fn slot(&self) -> Slot {
+    /// Its kind, an index into [`KIND_COLUMNS`].
+    fn tag(&self) -> u8 {
         match self {
-            Self::Id(v) => (0, *v as u64),
-            Self::ReqSeq(v) => (1, u64::from(*v)),
-            Self::RespSeq(v) => (2, u64::from(*v)),
-            Self::Sys(v) => (3, *v as u64),
-            Self::X(s) => (4, hash_str(s)),
-            Self::TraceId(s) => (5, hash_str(s)),
+            Self::Id(_) => 0,
+            Self::ReqSeq(_) => 1,
+            Self::RespSeq(_) => 2,
+            Self::Sys(_) => 3,
+            Self::X(_) => 4,
+            Self::TraceId(_) => 5,
         }
+    }
+
+    fn slot(&self) -> Slot {
+        let value = match self {
+            Self::Id(v) | Self::Sys(v) => *v as u64,
+            Self::ReqSeq(v) | Self::RespSeq(v) => u64::from(*v),
+            Self::X(s) | Self::TraceId(s) => hash_str(s),
+        };
+        (self.tag(), value)
     }
 
     /// The columns it is looked up in.
     pub fn columns(&self) -> &'static [&'static str] {
-        match self {
-            Self::Id(_) => &["_id"],
-            Self::ReqSeq(_) => &["req_tcp_seq"],
-            Self::RespSeq(_) => &["resp_tcp_seq"],
-            Self::Sys(_) => &["syscall_trace_id_request", "syscall_trace_id_response"],
-            Self::X(_) => &["x_request_id_0", "x_request_id_1"],
-            Self::TraceId(_) => &["trace_id"],
-        }
+        KIND_COLUMNS[self.tag() as usize]
     }
 
     /// Its value as a SQL literal.
@@ -163,26 +179,6 @@ impl Probe {
     }
 }
 
-/// The slots a span can be found by besides its `_id`, each passed to `out`.
-fn slots(m: &SpanKeys, mut out: impl FnMut(Slot)) {
-    let mut put = |tag, v: u64| {
-        if v != 0 {
-            out((tag, v));
-        }
-    };
-    put(1, u64::from(m.req_seq));
-    put(2, u64::from(m.resp_seq));
-    put(3, m.sys_req as u64);
-    if m.sys_resp != m.sys_req {
-        put(3, m.sys_resp as u64);
-    }
-    put(4, m.x0);
-    if m.x1 != m.x0 {
-        put(4, m.x1);
-    }
-    put(5, m.trace_id);
-}
-
 /// Sorts `v`, whose top bits are uniformly spread (they are hashes): one pass spreads the
 /// values into buckets by their top 11 bits, then each bucket, small enough for the L1 cache,
 /// is sorted alone. Several times faster than sorting the few hundred thousand keys of a row
@@ -229,56 +225,47 @@ fn holds(m: &SpanMeta, (tag, v): Slot) -> bool {
     }
 }
 
-/// The keys of one row group (or of the store's buffer), sorted, with each row's `_id` and
-/// times.
+/// The keys of one kind in a block of rows (or in the store's buffer), sorted.
 struct KeySet {
-    /// Per key but `_id`: its mixed slot with the low `row_bits` bits replaced by the row,
-    /// sorted (a match on the remaining bits is verified against the decoded row).
+    /// Per key: its mixed slot with the low `row_bits` bits replaced by the row, sorted (a
+    /// match on the remaining bits is verified against the decoded row).
     keys: Vec<u64>,
     row_bits: u32,
-    ids: Vec<i64>,
-    starts: Vec<i64>,
-    ends: Vec<i64>,
 }
 
 impl KeySet {
-    /// The key set of `batch`'s rows (which must hold [`key_columns`]).
-    fn new(batch: &RecordBatch) -> Result<Self> {
-        let spans = SpanKeys::from_batch(batch)?;
-        let row_bits = u64::BITS - (spans.len() as u64).leading_zeros();
+    /// The keys of kind `tag` in `batch`'s rows (which must hold the kind's columns).
+    fn new(batch: &RecordBatch, tag: u8) -> Result<Self> {
+        let columns = KIND_COLUMNS[tag as usize]
+            .iter()
+            .map(|c| key_values(batch, c))
+            .collect::<Result<Vec<_>>>()?;
+        let n = batch.num_rows();
+        let row_bits = u64::BITS - (n as u64).leading_zeros();
         let rows = (1u64 << row_bits) - 1;
-        let mut keys = Vec::with_capacity(spans.len() * 5);
-        for (row, m) in spans.iter().enumerate() {
-            slots(m, |s| keys.push(mixed(s) & !rows | row as u64));
+        let mut keys = Vec::with_capacity(n * columns.len());
+        for row in 0..n {
+            for (c, column) in columns.iter().enumerate() {
+                let v = column[row];
+                // A value both columns hold is kept once.
+                if v != 0 && (c == 0 || columns[c - 1][row] != v) {
+                    keys.push(mixed((tag, v)) & !rows | row as u64);
+                }
+            }
         }
         sort_hashed(&mut keys);
-        Ok(Self {
-            keys,
-            row_bits,
-            ids: spans.iter().map(|m| m.id).collect(),
-            starts: spans.iter().map(|m| m.start).collect(),
-            ends: spans.iter().map(|m| m.end).collect(),
-        })
+        Ok(Self { keys, row_bits })
     }
 
-    /// Rows that may hold `probe`'s key and whose times it admits.
-    fn rows(&self, probe: &Probe) -> Vec<u32> {
-        let admitted =
-            |row: &u32| probe.admits(self.starts[*row as usize], self.ends[*row as usize]);
-        if let Key::Id(id) = probe.key {
-            return (0..self.ids.len() as u32)
-                .filter(|&row| self.ids[row as usize] == id)
-                .filter(admitted)
-                .collect();
-        }
+    /// Rows that may hold `key` (of the set's kind).
+    fn rows(&self, key: &Key) -> Vec<u32> {
         let rows = (1u64 << self.row_bits) - 1;
-        let k = mixed(probe.key.slot()) & !rows;
+        let k = mixed(key.slot()) & !rows;
         let first = self.keys.partition_point(|e| *e < k);
         self.keys[first..]
             .iter()
             .take_while(|e| *e & !rows == k)
             .map(|e| (e & rows) as u32)
-            .filter(admitted)
             .collect()
     }
 }
@@ -306,8 +293,7 @@ trait Held {
 
 impl Held for KeySet {
     fn bytes(&self) -> usize {
-        let times = self.ids.capacity() + self.starts.capacity() + self.ends.capacity();
-        (self.keys.capacity() + times) * size_of::<u64>()
+        self.keys.capacity() * size_of::<u64>()
     }
 }
 
@@ -332,8 +318,12 @@ struct FileInfo {
     /// The footer with the offset index, for reading some rows of a row group; read the first
     /// time (most files a lookup reaches only have row groups read whole, if any).
     paged: OnceLock<ArrowReaderMetadata>,
+    /// Positions of `start_time` and `end_time` among the file's columns.
+    time_columns: [Option<usize>; 2],
     /// Per row group: its times, if the statistics say.
     times: Vec<Option<Times>>,
+    /// Per row group: the times of each of its blocks, read the first time.
+    block_times: Vec<OnceLock<Vec<Option<Times>>>>,
     /// Per row group: its bloom filters in [`LOOKUP_KEY_COLUMNS`] order.
     blooms: Vec<OnceLock<Vec<Option<Sbbf>>>>,
 }
@@ -343,8 +333,9 @@ impl FileInfo {
         let meta = ArrowReaderMetadata::load(file, ArrowReaderOptions::new())?;
         let md = meta.metadata();
         let columns = md.file_metadata().schema_descr().columns();
-        let [start, end] =
+        let time_columns =
             ["start_time", "end_time"].map(|n| columns.iter().position(|c| c.name() == n));
+        let [start, end] = time_columns;
         let range = |rg: &parquet::file::metadata::RowGroupMetaData, column: Option<usize>| match rg
             .column(column?)
             .statistics()?
@@ -362,27 +353,106 @@ impl FileInfo {
                 })
             })
             .collect();
-        let blooms = md.row_groups().iter().map(|_| OnceLock::new()).collect();
+        let groups = md.num_row_groups();
         Ok(Self {
             meta,
             paged: OnceLock::new(),
+            time_columns,
             times,
-            blooms,
+            block_times: (0..groups).map(|_| OnceLock::new()).collect(),
+            blooms: (0..groups).map(|_| OnceLock::new()).collect(),
         })
     }
 
-    /// The metadata with the offset index, read from `file` the first time.
+    /// The metadata with the page index, read from `file` the first time: the offset index of
+    /// every column (to read some rows of a row group), the column index of the time columns
+    /// only (for [`FileInfo::block_times`]; the others would cost their parse for nothing).
     fn paged(&self, file: &File) -> parquet::errors::Result<&ArrowReaderMetadata> {
         if let Some(m) = self.paged.get() {
             return Ok(m);
         }
-        let options = ArrowReaderOptions::new().with_offset_index_policy(PageIndexPolicy::Optional);
-        let m = ArrowReaderMetadata::load(file, options)?;
+        let mut md = ParquetMetaData::clone(self.meta.metadata()).into_builder();
+        let groups = md
+            .take_row_groups()
+            .into_iter()
+            .map(|rg| {
+                let mut rg = rg.into_builder();
+                let columns = rg
+                    .take_columns()
+                    .into_iter()
+                    .enumerate()
+                    .map(|(c, chunk)| match self.time_columns.contains(&Some(c)) {
+                        true => Ok(chunk),
+                        false => chunk
+                            .into_builder()
+                            .set_column_index_offset(None)
+                            .set_column_index_length(None)
+                            .build(),
+                    })
+                    .collect::<parquet::errors::Result<Vec<_>>>()?;
+                rg.set_column_metadata(columns).build()
+            })
+            .collect::<parquet::errors::Result<Vec<_>>>()?;
+        let mut reader =
+            ParquetMetaDataReader::new_with_metadata(md.set_row_groups(groups).build())
+                .with_page_index_policy(PageIndexPolicy::Optional);
+        reader.read_page_indexes(file)?;
+        let m =
+            ArrowReaderMetadata::try_new(Arc::new(reader.finish()?), ArrowReaderOptions::new())?;
         Ok(self.paged.get_or_init(|| m))
     }
 
-    /// Memory held, counting every bloom filter and the offset index as loaded (the footer
-    /// twice, for the copy that holds the offset index, which is of about the footer's size).
+    /// The times of each block of row group `rg` (rows `b * BLOCK_ROWS..`), from the page
+    /// index of `start_time` and `end_time`: the union of the pages a block overlaps (the row
+    /// group's own times where the file has no page index).
+    fn block_times(&self, rg: usize, file: &File) -> parquet::errors::Result<&[Option<Times>]> {
+        if let Some(t) = self.block_times[rg].get() {
+            return Ok(t);
+        }
+        let md = self.paged(file)?.metadata();
+        let rows = md.row_group(rg).num_rows().max(0) as usize;
+        // Per page of a time column: its first row and its least and greatest value.
+        let pages = |column: Option<usize>| -> Option<Vec<(usize, (i64, i64))>> {
+            let c = column?;
+            let ColumnIndexMetaData::INT64(index) = md.column_index()?.get(rg)?.get(c)? else {
+                return None;
+            };
+            let locations = md.offset_index()?.get(rg)?.get(c)?.page_locations();
+            locations
+                .iter()
+                .enumerate()
+                .map(|(p, l)| {
+                    let first = usize::try_from(l.first_row_index).ok()?;
+                    Some((first, (*index.min_value(p)?, *index.max_value(p)?)))
+                })
+                .collect()
+        };
+        let [start, end] = self.time_columns.map(pages);
+        let within = |pages: &Option<Vec<(usize, (i64, i64))>>, b: usize| {
+            let (lo, hi) = (b * BLOCK_ROWS, (b + 1) * BLOCK_ROWS);
+            let pages = pages.as_ref()?;
+            (0..pages.len())
+                .filter(|&p| pages[p].0 < hi && pages.get(p + 1).is_none_or(|next| next.0 > lo))
+                .map(|p| pages[p].1)
+                .reduce(|a, b| (a.0.min(b.0), a.1.max(b.1)))
+        };
+        let whole = self.times[rg];
+        let times = (0..rows.div_ceil(BLOCK_ROWS))
+            .map(|b| match within(&start, b) {
+                Some(start) => Some(Times {
+                    start,
+                    end: within(&end, b)
+                        .or(whole.map(|t| t.end))
+                        .unwrap_or((i64::MIN, i64::MAX)),
+                }),
+                None => whole,
+            })
+            .collect();
+        Ok(self.block_times[rg].get_or_init(|| times))
+    }
+
+    /// Memory held, counting every bloom filter and the page index as loaded (the footer, and
+    /// the copy with the page index, measured at about twice the footer's size).
     fn bytes(&self) -> usize {
         let md = self.meta.metadata();
         let blooms: usize = md
@@ -430,7 +500,7 @@ pub struct KeyIndex {
     /// Per file: its least and greatest `start_time` (kept when its metadata is evicted, so a
     /// lookup reads the footers of the files its window overlaps only).
     spans: Mutex<HashMap<PathBuf, Option<(i64, i64)>>>,
-    keys: Mutex<ByteLru<RowGroup, Arc<KeySet>>>,
+    keys: Mutex<ByteLru<(RowGroup, usize, u8), Arc<KeySet>>>,
     blocks: Mutex<ByteLru<(RowGroup, usize), Arc<Block>>>,
     hits: AtomicU64,
     misses: AtomicU64,
@@ -622,7 +692,7 @@ impl KeyIndex {
         (path, rg): &RowGroup,
         ranges: Option<&[Range<usize>]>,
         columns: &[String],
-        make: fn(&RecordBatch) -> Result<V>,
+        make: impl FnOnce(&RecordBatch) -> Result<V>,
     ) -> Result<V> {
         let info = self.file(path)?;
         let batch = read_rows(
@@ -730,7 +800,8 @@ pub struct View {
 /// The store's buffered rows as one batch, indexed.
 struct Buffer {
     batch: RecordBatch,
-    keys: KeySet,
+    /// Per kind of key, its key set.
+    keys: Vec<KeySet>,
     block: Block,
 }
 
@@ -743,7 +814,17 @@ impl std::fmt::Debug for View {
     }
 }
 
-/// A row a key set says may hold a probe's key: where, which row of the row group, which probe.
+/// A block a lookup reaches: its row group, the row group's file in the view, the block's
+/// position in the row group and the probes it may answer.
+struct Reached {
+    group: RowGroup,
+    file: u32,
+    block: usize,
+    answers: Vec<usize>,
+}
+
+/// A row a key set says may hold a probe's key: which reached block, which row of the block,
+/// which probe.
 struct Candidate {
     reached: usize,
     row: u32,
@@ -759,7 +840,9 @@ impl View {
         let built = self.buffer.get_or_init(|| {
             let batch = concat_batches(&l7_flow_log_schema(), &self.buffered)?;
             Ok(Buffer {
-                keys: KeySet::new(&batch)?,
+                keys: (0..KIND_COLUMNS.len() as u8)
+                    .map(|tag| KeySet::new(&batch, tag))
+                    .collect::<Result<_>>()?,
                 block: Block::new(&batch)?,
                 batch,
             })
@@ -770,9 +853,10 @@ impl View {
         }
     }
 
-    /// The row groups that may hold a span `probes` admit: the view's file, the row group and
-    /// the probes it may answer.
-    fn reach(&self, probes: &[Probe]) -> Result<Vec<(usize, usize, Vec<usize>)>> {
+    /// The blocks that may hold a span `probes` admit, each with the probes it may answer:
+    /// row groups by their partition's hour, their times and their bloom filters, then their
+    /// blocks by the page index's times.
+    fn reach(&self, probes: &[Probe]) -> Result<Vec<Reached>> {
         let from = probes.iter().map(|p| p.start.0).min().unwrap_or(i64::MAX);
         let to = probes.iter().map(|p| p.start.1).max().unwrap_or(i64::MIN);
         let mut reached = Vec::new();
@@ -798,12 +882,31 @@ impl View {
                     Some(file) => file,
                     None => file.insert(self.index.open(&listed.path)?),
                 };
-                let blooms = info
-                    .blooms(rg, file)
-                    .map_err(|e| io_err("reading bloom filters of", &listed.path, e))?;
+                let read_err = |e| io_err("reading the indexes of", &listed.path, e);
+                let blooms = info.blooms(rg, file).map_err(read_err)?;
                 answers.retain(|&p| probes[p].key.may_be_in(blooms));
-                if !answers.is_empty() {
-                    reached.push((f, rg, answers));
+                if answers.is_empty() {
+                    continue;
+                }
+                for (block, times) in info
+                    .block_times(rg, file)
+                    .map_err(read_err)?
+                    .iter()
+                    .enumerate()
+                {
+                    let answers: Vec<usize> = answers
+                        .iter()
+                        .copied()
+                        .filter(|&p| probes[p].overlaps(times))
+                        .collect();
+                    if !answers.is_empty() {
+                        reached.push(Reached {
+                            group: (listed.path.clone(), rg),
+                            file: f as u32,
+                            block,
+                            answers,
+                        });
+                    }
                 }
             }
         }
@@ -813,48 +916,68 @@ impl View {
     /// Spans holding a probe's key within its time bounds, each once.
     pub fn find(&self, probes: &[Probe]) -> Result<Vec<Found>> {
         let reached = self.reach(probes)?;
-        let group = |f: usize, rg: usize| (self.files[f].path.clone(), rg);
-        // The key sets of the row groups reached, then the rows they point at.
-        let sets = self.index.cached(
+        let unit = |r: &Reached| (r.group.clone(), r.block);
+        let rows_of = |b: usize| b * BLOCK_ROWS..(b + 1) * BLOCK_ROWS;
+        // The key sets of the blocks reached (of the kinds probed there), then the rows they
+        // point at.
+        let mut sets: Vec<(usize, u8)> = reached
+            .iter()
+            .enumerate()
+            .flat_map(|(at, r)| r.answers.iter().map(move |&p| (at, probes[p].key.tag())))
+            .collect();
+        sets.sort_unstable();
+        sets.dedup();
+        let built = self.index.cached(
             &self.index.keys,
-            reached.iter().map(|(f, rg, _)| group(*f, *rg)).collect(),
-            |g| self.index.decode(g, None, &key_columns(), KeySet::new),
+            sets.iter()
+                .map(|&(at, tag)| (reached[at].group.clone(), reached[at].block, tag))
+                .collect(),
+            |(g, b, tag)| {
+                let columns: Vec<String> = KIND_COLUMNS[*tag as usize]
+                    .iter()
+                    .map(|c| c.to_string())
+                    .collect();
+                self.index.decode(
+                    g,
+                    Some(std::slice::from_ref(&rows_of(*b))),
+                    &columns,
+                    |batch| KeySet::new(batch, *tag),
+                )
+            },
         )?;
         let mut candidates = Vec::new();
-        for (reached, ((_, _, answers), set)) in reached.iter().zip(&sets).enumerate() {
-            for &probe in answers {
-                candidates.extend(set.rows(&probes[probe]).into_iter().map(|row| Candidate {
-                    reached,
+        for (at, r) in reached.iter().enumerate() {
+            for &probe in &r.answers {
+                let key = &probes[probe].key;
+                let set = &built[sets.binary_search(&(at, key.tag())).expect("built")];
+                candidates.extend(set.rows(key).into_iter().map(|row| Candidate {
+                    reached: at,
                     row,
                     probe,
                 }));
             }
         }
-        // The blocks those rows are in, decoded where not cached yet.
-        let mut wanted: Vec<(usize, usize)> = candidates
-            .iter()
-            .map(|c| (c.reached, c.row as usize / BLOCK_ROWS))
-            .collect();
+        // The rows of the blocks holding candidates, decoded where not cached yet.
+        let mut wanted: Vec<usize> = candidates.iter().map(|c| c.reached).collect();
         wanted.sort_unstable();
         wanted.dedup();
         let blocks = self.index.cached(
             &self.index.blocks,
-            wanted
-                .iter()
-                .map(|&(r, b)| (group(reached[r].0, reached[r].1), b))
-                .collect(),
+            wanted.iter().map(|&r| unit(&reached[r])).collect(),
             |(g, b)| {
-                let rows = b * BLOCK_ROWS..(b + 1) * BLOCK_ROWS;
-                let rows = std::slice::from_ref(&rows);
-                self.index
-                    .decode(g, Some(rows), &meta_columns(), Block::new)
+                self.index.decode(
+                    g,
+                    Some(std::slice::from_ref(&rows_of(*b))),
+                    &meta_columns(),
+                    Block::new,
+                )
             },
         )?;
         tracing::debug!(
             probes = probes.len(),
-            row_groups = reached.len(),
+            blocks_reached = reached.len(),
             candidates = candidates.len(),
-            blocks = wanted.len(),
+            blocks_read = wanted.len(),
             "key index probe"
         );
         let mut out = Vec::new();
@@ -870,19 +993,18 @@ impl View {
             }
         };
         for c in &candidates {
-            let b = c.row as usize / BLOCK_ROWS;
-            let block = &blocks[wanted.binary_search(&(c.reached, b)).expect("wanted")];
-            let (f, rg, _) = &reached[c.reached];
+            let block = &blocks[wanted.binary_search(&c.reached).expect("wanted")];
+            let r = &reached[c.reached];
             let loc = Loc::File {
-                file: *f as u32,
-                rg: *rg as u32,
-                row: c.row,
+                file: r.file,
+                rg: r.group.1 as u32,
+                row: (r.block * BLOCK_ROWS) as u32 + c.row,
             };
-            keep(block, c.row as usize % BLOCK_ROWS, &probes[c.probe], loc);
+            keep(block, c.row as usize, &probes[c.probe], loc);
         }
         if let Some(buffer) = self.buffer()? {
             for probe in probes {
-                for row in buffer.keys.rows(probe) {
+                for row in buffer.keys[probe.key.tag() as usize].rows(&probe.key) {
                     keep(&buffer.block, row as usize, probe, Loc::Buffer { row });
                 }
             }
@@ -901,27 +1023,22 @@ impl View {
         ));
         let mut sorted: Vec<(usize, Loc)> = locs.iter().copied().enumerate().collect();
         sorted.sort_by_key(|(_, l)| *l);
-        let mut pieces = Vec::new();
-        let mut order = Vec::with_capacity(locs.len());
-        let mut start = 0;
-        while start < sorted.len() {
-            let group = |l: &Loc| match l {
-                Loc::File { file, rg, .. } => Some((*file, *rg)),
-                Loc::Buffer { .. } => None,
-            };
-            let g = group(&sorted[start].1);
-            let end = start
-                + sorted[start..]
-                    .iter()
-                    .take_while(|(_, l)| group(l) == g)
-                    .count();
-            let rows: Vec<u32> = sorted[start..end]
+        let group = |l: &Loc| match l {
+            Loc::File { file, rg, .. } => Some((*file, *rg)),
+            Loc::Buffer { .. } => None,
+        };
+        // The sorted locations cut into runs of one row group (or of the buffer) each.
+        let runs: Vec<&[(usize, Loc)]> =
+            sorted.chunk_by(|a, b| group(&a.1) == group(&b.1)).collect();
+        // Row groups are read on every core: most of a lookup's time goes to their columns.
+        let pieces = on_threads(&runs, |run| -> Result<RecordBatch> {
+            let rows: Vec<u32> = run
                 .iter()
                 .map(|(_, l)| match l {
                     Loc::File { row, .. } | Loc::Buffer { row } => *row,
                 })
                 .collect();
-            let batch = match g {
+            let batch = match group(&run[0].1) {
                 Some((file, rg)) => {
                     let group = (self.files[file as usize].path.clone(), rg as usize);
                     let ranges: Vec<Range<usize>> =
@@ -936,10 +1053,11 @@ impl View {
                     take_record_batch(&buffer.batch, &UInt32Array::from(rows))?
                 }
             };
-            pieces.push(conform(&batch, &schema)?);
-            order.extend(sorted[start..end].iter().map(|(i, _)| *i));
-            start = end;
-        }
+            conform(&batch, &schema)
+        })
+        .into_iter()
+        .collect::<Result<Vec<_>>>()?;
+        let order: Vec<usize> = sorted.iter().map(|(i, _)| *i).collect();
         let all = concat_batches(&schema, &pieces)?;
         // Row k of `all` is `locs[order[k]]`: invert to put them back in `locs` order.
         let mut at = vec![0u32; locs.len()];

@@ -42,15 +42,6 @@ const CONFLICT_COLUMNS: [&str; 11] = [
     "response_exception",
 ];
 
-/// Every column [`SpanKeys::from_batch`] reads: `_id`, the times and the trace lookup keys.
-pub fn key_columns() -> Vec<String> {
-    ["_id", "start_time", "end_time"]
-        .iter()
-        .chain(LOOKUP_KEY_COLUMNS)
-        .map(|c| c.to_string())
-        .collect()
-}
-
 /// Every column [`SpanMeta::from_batch`] reads: its own and the trace lookup keys.
 pub fn meta_columns() -> Vec<String> {
     OWN_COLUMNS
@@ -282,6 +273,27 @@ impl SpanMeta {
             })
             .collect())
     }
+}
+
+/// Column `name` of `batch` as lookup-key values: integers as they are, strings hashed as
+/// [`SpanKeys`] holds them, nulls (and empty strings) 0.
+pub fn key_values(batch: &RecordBatch, name: &str) -> Result<Vec<u64>> {
+    let c = Columns { batch };
+    let a = c.column(name)?;
+    Ok(match a.data_type() {
+        DataType::UInt32 => c
+            .values::<UInt32Type>(name)?
+            .into_iter()
+            .map(u64::from)
+            .collect(),
+        DataType::Int64 => c
+            .values::<Int64Type>(name)?
+            .into_iter()
+            .map(|v| v as u64)
+            .collect(),
+        DataType::Utf8 => c.hashes(name)?,
+        dt => return Err(Columns::mismatch(name, dt)),
+    })
 }
 
 /// String-valued keys of one row.
