@@ -157,16 +157,16 @@ async fn run(dir: &Path, seeds: &[i64]) {
     );
 
     // The rules alone, one core, on spans already decoded.
-    let window = lookup::window(&ctx, from, to, &columns).await.unwrap();
+    let (_, meta) = index.view().await.unwrap().window(from, to).unwrap();
     let t = Instant::now();
-    let a = assemble(&window.meta, &tol);
+    let a = assemble(&meta, &tol);
     let secs = t.elapsed().as_secs_f64();
     let traces = a.parent.iter().filter(|p| p.is_none()).count();
     println!(
         "assemble(): {} spans ({traces} roots) in {:.3} s = {:.2} M spans/s on one core",
-        window.meta.len(),
+        meta.len(),
         secs,
-        window.meta.len() as f64 / secs / 1e6
+        meta.len() as f64 / secs / 1e6
     );
 }
 

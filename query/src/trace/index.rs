@@ -59,6 +59,11 @@ pub const KEY_INDEX_BYTES: usize = 512 << 20;
 /// Rows per block, the unit in which found rows are decoded (a data page of the writer's).
 const BLOCK_ROWS: usize = 8 * 1024;
 
+/// The rows of block `b` of a row group (cut at the row group's end where read).
+fn block_rows(b: usize) -> Range<usize> {
+    b * BLOCK_ROWS..(b + 1) * BLOCK_ROWS
+}
+
 /// A value to find, and the columns it is looked up in.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum Key {
@@ -685,6 +690,11 @@ impl KeyIndex {
         Ok(out.into_iter().flatten().collect())
     }
 
+    /// Block `b` of row group `g`, decoded.
+    fn block(&self, g: &RowGroup, b: usize) -> Result<Block> {
+        self.decode(g, Some(&[block_rows(b)]), &meta_columns(), Block::new)
+    }
+
     /// Reads the rows in `ranges` (all if `None`) of a row group with `columns`, as `make`
     /// builds them.
     fn decode<V>(
@@ -913,11 +923,42 @@ impl View {
         Ok(reached)
     }
 
+    /// Every span starting in `[from, to]`: where its row is and its keys, file by file in
+    /// row order, then the buffered ones.
+    pub fn window(&self, from: i64, to: i64) -> Result<(Vec<Loc>, Vec<SpanMeta>)> {
+        // No bloom filter prunes `_id`: a probe of it reaches every block its times overlap.
+        let reached = self.reach(&[Probe::starting(Key::Id(0), from, to)])?;
+        let blocks = self.index.cached(
+            &self.index.blocks,
+            reached.iter().map(|r| (r.group.clone(), r.block)).collect(),
+            |(g, b)| self.index.block(g, *b),
+        )?;
+        let (mut locs, mut meta) = (Vec::new(), Vec::new());
+        let mut keep = |spans: &[SpanMeta], loc: &dyn Fn(u32) -> Loc| {
+            for (i, m) in spans.iter().enumerate() {
+                if (from..=to).contains(&m.start) {
+                    locs.push(loc(i as u32));
+                    meta.push(m.clone());
+                }
+            }
+        };
+        for (r, block) in reached.iter().zip(&blocks) {
+            keep(&block.spans, &|i| Loc::File {
+                file: r.file,
+                rg: r.group.1 as u32,
+                row: (r.block * BLOCK_ROWS) as u32 + i,
+            });
+        }
+        if let Some(buffer) = self.buffer()? {
+            keep(&buffer.block.spans, &|row| Loc::Buffer { row });
+        }
+        Ok((locs, meta))
+    }
+
     /// Spans holding a probe's key within its time bounds, each once.
     pub fn find(&self, probes: &[Probe]) -> Result<Vec<Found>> {
         let reached = self.reach(probes)?;
         let unit = |r: &Reached| (r.group.clone(), r.block);
-        let rows_of = |b: usize| b * BLOCK_ROWS..(b + 1) * BLOCK_ROWS;
         // The key sets of the blocks reached (of the kinds probed there), then the rows they
         // point at.
         let mut sets: Vec<(usize, u8)> = reached
@@ -937,12 +978,10 @@ impl View {
                     .iter()
                     .map(|c| c.to_string())
                     .collect();
-                self.index.decode(
-                    g,
-                    Some(std::slice::from_ref(&rows_of(*b))),
-                    &columns,
-                    |batch| KeySet::new(batch, *tag),
-                )
+                self.index
+                    .decode(g, Some(&[block_rows(*b)]), &columns, |batch| {
+                        KeySet::new(batch, *tag)
+                    })
             },
         )?;
         let mut candidates = Vec::new();
@@ -964,14 +1003,7 @@ impl View {
         let blocks = self.index.cached(
             &self.index.blocks,
             wanted.iter().map(|&r| unit(&reached[r])).collect(),
-            |(g, b)| {
-                self.index.decode(
-                    g,
-                    Some(std::slice::from_ref(&rows_of(*b))),
-                    &meta_columns(),
-                    Block::new,
-                )
-            },
+            |(g, b)| self.index.block(g, *b),
         )?;
         tracing::debug!(
             probes = probes.len(),
@@ -1041,8 +1073,14 @@ impl View {
             let batch = match group(&run[0].1) {
                 Some((file, rg)) => {
                     let group = (self.files[file as usize].path.clone(), rg as usize);
-                    let ranges: Vec<Range<usize>> =
-                        rows.iter().map(|&r| r as usize..r as usize + 1).collect();
+                    // Consecutive rows read as one range.
+                    let mut ranges: Vec<Range<usize>> = Vec::new();
+                    for &r in &rows {
+                        match ranges.last_mut() {
+                            Some(last) if last.end == r as usize => last.end += 1,
+                            _ => ranges.push(r as usize..r as usize + 1),
+                        }
+                    }
                     self.index
                         .decode(&group, Some(&ranges), columns, |b| Ok(b.clone()))?
                 }

@@ -1,32 +1,23 @@
-//! Reading spans for assembly: a time window at once (`traces`, one pruned scan of
-//! `l7_flow_log`), or the iterative key expansion from seed spans (`trace`, `trace_by`), each
-//! round a probe of the key index.
+//! Reading spans for assembly through the key index: a time window at once (`traces`), or the
+//! iterative key expansion from seed spans (`trace`, `trace_by`), each round a probe.
 
 use std::{
     collections::{HashMap, HashSet},
     sync::Arc,
 };
 
-use arrow::{
-    array::{RecordBatch, UInt32Array},
-    compute::{concat_batches, take_record_batch},
-};
+use arrow::array::RecordBatch;
 use datafusion::{
     common::ScalarValue,
     error::{DataFusionError, Result},
-    execution::SessionState,
     logical_expr::{Expr, col, lit},
-    prelude::SessionContext,
 };
-use wiretrace_storage::{
-    LOOKUP_KEY_COLUMNS,
-    schema::{L7_FLOW_LOG, l7_flow_log_schema},
-};
+use wiretrace_storage::{LOOKUP_KEY_COLUMNS, schema::l7_flow_log_schema};
 
 use super::{
     assemble::{Assembly, Tolerance, assemble},
     index::{Key, KeyIndex, Loc, Probe, View},
-    meta::{Point, SpanMeta, StringKeys, meta_columns},
+    meta::{Point, SpanMeta, StringKeys},
 };
 
 /// Expansion rounds before a lookup stops growing the trace.
@@ -35,15 +26,6 @@ pub const MAX_ROUNDS: usize = 30;
 /// Rounds spent walking sibling calls without the trace growing before giving up (a client
 /// thread's calls chain by syscall id without any server span above them).
 const SIBLING_STEPS: usize = 4;
-
-/// Spans read for assembly: their rows and their decoded keys, in the same order.
-#[derive(Debug)]
-pub struct Spans {
-    /// The rows (all of `l7_flow_log`'s columns that were asked for, plus the key columns).
-    pub rows: RecordBatch,
-    /// Keys and times per row.
-    pub meta: Vec<SpanMeta>,
-}
 
 fn ts(us: i64) -> Expr {
     lit(ScalarValue::TimestampMicrosecond(
@@ -56,40 +38,6 @@ fn between(from_us: i64, to_us: i64) -> Expr {
     col("start_time")
         .gt_eq(ts(from_us))
         .and(col("start_time").lt_eq(ts(to_us)))
-}
-
-/// A context for lookups: the caller's session with filter pushdown into the Parquet reader.
-pub fn lookup_context(state: &SessionState) -> SessionContext {
-    let mut state = state.clone();
-    let parquet = &mut state.config_mut().options_mut().execution.parquet;
-    parquet.pushdown_filters = true;
-    parquet.reorder_filters = true;
-    SessionContext::new_with_state(state)
-}
-
-/// The rows matching `filter`.
-async fn read(ctx: &SessionContext, filter: Expr, columns: &[String]) -> Result<RecordBatch> {
-    let names: Vec<&str> = columns.iter().map(String::as_str).collect();
-    let df = ctx
-        .table(L7_FLOW_LOG)
-        .await?
-        .filter(filter)?
-        .select_columns(&names)?;
-    let schema = df.schema().as_arrow().clone();
-    let batches = df.collect().await?;
-    Ok(concat_batches(&schema.into(), &batches)?)
-}
-
-/// Every span starting in `[from_us, to_us]` (`columns` must include [`meta_columns`]).
-pub async fn window(
-    ctx: &SessionContext,
-    from_us: i64,
-    to_us: i64,
-    columns: &[String],
-) -> Result<Spans> {
-    let rows = read(ctx, between(from_us, to_us), columns).await?;
-    let meta = SpanMeta::from_batch(&rows)?;
-    Ok(Spans { rows, meta })
 }
 
 /// What a lookup starts from.
@@ -143,26 +91,22 @@ impl Traced {
     }
 }
 
-/// Every span starting in `[from_us, to_us]`, assembled.
+/// Every span starting in `[from_us, to_us]`, assembled, read through `index` (the blocks of
+/// the window decoded once, then the asked-for `columns` of the spans).
 pub async fn traces(
-    ctx: &SessionContext,
+    index: &Arc<KeyIndex>,
     from_us: i64,
     to_us: i64,
     tol: &Tolerance,
     columns: &[String],
 ) -> Result<Traced> {
-    let mut all = meta_columns();
-    all.extend(
-        columns
-            .iter()
-            .filter(|c| !all.contains(c))
-            .cloned()
-            .collect::<Vec<_>>(),
-    );
-    let spans = window(ctx, from_us, to_us, &all).await?;
-    let a = assemble(&spans.meta, tol);
-    let rows = take_record_batch(&spans.rows, &UInt32Array::from(a.sequence.clone()))?;
-    Ok(Traced::new(&spans.meta, &a, &a.sequence, rows))
+    let view = Arc::new(index.view().await?);
+    let (locs, meta) = blocking(&view, move |v| v.window(from_us, to_us)).await?;
+    let a = assemble(&meta, tol);
+    let picked: Vec<Loc> = a.sequence.iter().map(|&i| locs[i as usize]).collect();
+    let columns = columns.to_vec();
+    let rows = blocking(&view, move |v| v.rows(&picked, &columns)).await?;
+    Ok(Traced::new(&meta, &a, &a.sequence, rows))
 }
 
 /// Runs `f` on `view` off the async threads (it reads files and decodes row groups).

@@ -15,7 +15,6 @@ use datafusion::{
     common::{DFSchema, ScalarValue, plan_err},
     datasource::{TableType, memory::MemorySourceConfig},
     error::{DataFusionError, Result},
-    execution::SessionState,
     logical_expr::Expr,
     physical_plan::ExecutionPlan,
 };
@@ -281,18 +280,11 @@ impl TableProvider for TraceTable {
 
     async fn scan(
         &self,
-        state: &dyn Session,
+        _state: &dyn Session,
         projection: Option<&Vec<usize>>,
         _filters: &[Expr],
         _limit: Option<usize>,
     ) -> Result<Arc<dyn ExecutionPlan>> {
-        let state = state
-            .as_any()
-            .downcast_ref::<SessionState>()
-            .ok_or_else(|| {
-                DataFusionError::Internal("trace functions need a SessionState".into())
-            })?;
-        let ctx = lookup::lookup_context(state);
         let wanted: Vec<usize> = match projection {
             Some(p) => p.clone(),
             None => (0..self.schema.fields().len()).collect(),
@@ -327,7 +319,7 @@ impl TableProvider for TraceTable {
         }
         let traced = match &self.request {
             Request::Window { from_us, to_us } => {
-                lookup::traces(&ctx, *from_us, *to_us, &self.tolerance, &columns).await?
+                lookup::traces(&self.index, *from_us, *to_us, &self.tolerance, &columns).await?
             }
             Request::Lookup { seed, window_us } => {
                 lookup::expand(
