@@ -2,7 +2,8 @@
 //! `wiretrace generate --traces 20000 --spread-s 600` writes, which `benches/storage_size.py`
 //! stores in DuckDB and chDB):
 //! - write throughput: WAL appends (Arrow IPC, fsync per batch), the Parquet flush, and both,
-//!   in spans per second of wall time and per CPU-second (the write path is one thread);
+//!   in spans per second of wall time and per CPU-second (the write path is one thread), with
+//!   the flush's sort alone and the parquet crate's bare encoder for scale;
 //! - a time-range query and a key lookup with pruning (statistics, bloom filters, page index,
 //!   filter pushdown) and without, with the row groups each one touched.
 //!
@@ -13,7 +14,13 @@ use std::{path::Path, sync::Arc, time::Instant};
 use datafusion::arrow::{
     self,
     array::{AsArray, RecordBatch},
+    compute::{concat_batches, sort_to_indices, take_record_batch},
     datatypes::Int64Type,
+};
+use datafusion::parquet::{
+    arrow::ArrowWriter,
+    basic::Compression,
+    file::properties::{EnabledStatistics, WriterProperties},
 };
 use datafusion::{
     config::TableParquetOptions,
@@ -96,6 +103,36 @@ fn write_throughput(batches: &[RecordBatch], rows: usize) {
         "both: append every batch, then flush",
         time(|dir| {
             appended(dir).flush().unwrap();
+        }),
+    );
+    // What the flush is made of, for scale: its sort alone, and the parquet crate's encoder
+    // with every feature off (no compression, statistics, dictionaries or bloom filters) on the
+    // same rows already sorted: the ceiling of any writer built on it.
+    let schema = batches[0].schema();
+    let all = concat_batches(&schema, batches).unwrap();
+    let time_column = all.column(schema.index_of("start_time").unwrap());
+    let sort = || {
+        let order = sort_to_indices(time_column, None, None).unwrap();
+        take_record_batch(&all, &order).unwrap()
+    };
+    report(
+        "its sort alone (sort_to_indices + take)",
+        time(|_| drop(sort())),
+    );
+    let sorted = sort();
+    let bare = WriterProperties::builder()
+        .set_compression(Compression::UNCOMPRESSED)
+        .set_statistics_enabled(EnabledStatistics::None)
+        .set_dictionary_enabled(false)
+        .set_max_row_group_row_count(Some(64 * 1024))
+        .build();
+    report(
+        "parquet crate's encoder, every feature off, to memory",
+        time(|_| {
+            let mut w =
+                ArrowWriter::try_new(Vec::new(), Arc::clone(&schema), Some(bare.clone())).unwrap();
+            w.write(&sorted).unwrap();
+            w.close().unwrap();
         }),
     );
 }
