@@ -30,6 +30,7 @@ use datafusion::{
     },
     prelude::SessionContext,
 };
+use wiretrace_benches::cpu_seconds;
 use wiretrace_ingest::generate::{GenConfig, Generator};
 use wiretrace_storage::{
     Store, StoreOptions, TableWriters,
@@ -40,17 +41,6 @@ use wiretrace_storage::{
 const BATCH_ROWS: usize = 8192;
 /// Timed repetitions (the median is reported).
 const RUNS: usize = 5;
-
-/// CPU seconds this process has used (all threads).
-fn cpu_seconds() -> f64 {
-    let mut u = std::mem::MaybeUninit::<libc::rusage>::zeroed();
-    // SAFETY: getrusage fills the struct it is given.
-    unsafe { libc::getrusage(libc::RUSAGE_SELF, u.as_mut_ptr()) };
-    // SAFETY: zeroed and then filled by the kernel.
-    let u = unsafe { u.assume_init() };
-    let secs = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
-    secs(u.ru_utime) + secs(u.ru_stime)
-}
 
 /// Median (wall, cpu) seconds of `RUNS` runs of `f` on a fresh data dir.
 fn time(mut f: impl FnMut(&Path)) -> (f64, f64) {
