@@ -824,13 +824,24 @@ impl std::fmt::Debug for View {
     }
 }
 
-/// A block a lookup reaches: its row group, the row group's file in the view, the block's
-/// position in the row group and the probes it may answer.
+/// A block a lookup reaches: its file in the view, its row group, its position in the row
+/// group and the probes it may answer.
 struct Reached {
-    group: RowGroup,
     file: u32,
+    rg: u32,
     block: usize,
     answers: Vec<usize>,
+}
+
+impl Reached {
+    /// Where row `row` of the block is.
+    fn loc(&self, row: u32) -> Loc {
+        Loc::File {
+            file: self.file,
+            rg: self.rg,
+            row: (self.block * BLOCK_ROWS) as u32 + row,
+        }
+    }
 }
 
 /// A row a key set says may hold a probe's key: which reached block, which row of the block,
@@ -911,8 +922,8 @@ impl View {
                         .collect();
                     if !answers.is_empty() {
                         reached.push(Reached {
-                            group: (listed.path.clone(), rg),
                             file: f as u32,
+                            rg: rg as u32,
                             block,
                             answers,
                         });
@@ -923,6 +934,12 @@ impl View {
         Ok(reached)
     }
 
+    /// A reached block as the caches key it: its row group and its position there.
+    fn unit(&self, r: &Reached) -> (RowGroup, usize) {
+        let path = self.files[r.file as usize].path.clone();
+        ((path, r.rg as usize), r.block)
+    }
+
     /// Every span starting in `[from, to]`: where its row is and its keys, file by file in
     /// row order, then the buffered ones.
     pub fn window(&self, from: i64, to: i64) -> Result<(Vec<Loc>, Vec<SpanMeta>)> {
@@ -930,7 +947,7 @@ impl View {
         let reached = self.reach(&[Probe::starting(Key::Id(0), from, to)])?;
         let blocks = self.index.cached(
             &self.index.blocks,
-            reached.iter().map(|r| (r.group.clone(), r.block)).collect(),
+            reached.iter().map(|r| self.unit(r)).collect(),
             |(g, b)| self.index.block(g, *b),
         )?;
         let (mut locs, mut meta) = (Vec::new(), Vec::new());
@@ -943,11 +960,7 @@ impl View {
             }
         };
         for (r, block) in reached.iter().zip(&blocks) {
-            keep(&block.spans, &|i| Loc::File {
-                file: r.file,
-                rg: r.group.1 as u32,
-                row: (r.block * BLOCK_ROWS) as u32 + i,
-            });
+            keep(&block.spans, &|i| r.loc(i));
         }
         if let Some(buffer) = self.buffer()? {
             keep(&buffer.block.spans, &|row| Loc::Buffer { row });
@@ -958,7 +971,6 @@ impl View {
     /// Spans holding a probe's key within its time bounds, each once.
     pub fn find(&self, probes: &[Probe]) -> Result<Vec<Found>> {
         let reached = self.reach(probes)?;
-        let unit = |r: &Reached| (r.group.clone(), r.block);
         // The key sets of the blocks reached (of the kinds probed there), then the rows they
         // point at.
         let mut sets: Vec<(usize, u8)> = reached
@@ -971,7 +983,10 @@ impl View {
         let built = self.index.cached(
             &self.index.keys,
             sets.iter()
-                .map(|&(at, tag)| (reached[at].group.clone(), reached[at].block, tag))
+                .map(|&(at, tag)| {
+                    let (g, b) = self.unit(&reached[at]);
+                    (g, b, tag)
+                })
                 .collect(),
             |(g, b, tag)| {
                 let columns: Vec<String> = KIND_COLUMNS[*tag as usize]
@@ -1002,7 +1017,7 @@ impl View {
         wanted.dedup();
         let blocks = self.index.cached(
             &self.index.blocks,
-            wanted.iter().map(|&r| unit(&reached[r])).collect(),
+            wanted.iter().map(|&r| self.unit(&reached[r])).collect(),
             |(g, b)| self.index.block(g, *b),
         )?;
         tracing::debug!(
@@ -1026,12 +1041,7 @@ impl View {
         };
         for c in &candidates {
             let block = &blocks[wanted.binary_search(&c.reached).expect("wanted")];
-            let r = &reached[c.reached];
-            let loc = Loc::File {
-                file: r.file,
-                rg: r.group.1 as u32,
-                row: (r.block * BLOCK_ROWS) as u32 + c.row,
-            };
+            let loc = reached[c.reached].loc(c.row);
             keep(block, c.row as usize, &probes[c.probe], loc);
         }
         if let Some(buffer) = self.buffer()? {
