@@ -160,14 +160,18 @@ async fn run(dir: &Path, seeds: &[i64]) {
         );
     }
 
-    // The rules alone, one core, on spans already decoded.
+    // The rules alone, one core, on spans already decoded: the best of five runs.
     let (_, meta) = index.view().await.unwrap().window(from, to).unwrap();
-    let t = Instant::now();
-    let a = assemble(&meta, &tol);
-    let secs = t.elapsed().as_secs_f64();
+    let mut a = Default::default();
+    let mut secs = f64::MAX;
+    for _ in 0..5 {
+        let t = Instant::now();
+        a = assemble(&meta, &tol);
+        secs = secs.min(t.elapsed().as_secs_f64());
+    }
     let traces = a.parent.iter().filter(|p| p.is_none()).count();
     println!(
-        "assemble(): {} spans ({traces} roots) in {:.3} s = {:.2} M spans/s on one core",
+        "assemble(): {} spans ({traces} roots) in {:.3} s (best of 5) = {:.2} M spans/s on one core",
         meta.len(),
         secs,
         meta.len() as f64 / secs / 1e6

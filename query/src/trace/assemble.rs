@@ -4,17 +4,7 @@
 //! request's X-Request-ID / trace id; set roots left over attach through X-Request-ID or span
 //! ids. Every parent link is checked against cycles before it is made.
 
-use std::collections::HashMap;
-
-use foldhash::fast::FixedState;
-
 use super::meta::{Point, SpanMeta};
-
-type Map<K, V> = HashMap<K, V, FixedState>;
-
-fn map<K, V>() -> Map<K, V> {
-    HashMap::with_hasher(FixedState::with_seed(7))
-}
 
 /// Time tolerances of the relation checks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -93,7 +83,64 @@ pub struct Assembly {
     pub sequence: Vec<u32>,
 }
 
-/// A union-find over span indexes.
+/// Spans by key: `(key, span)` pairs sorted, so the spans sharing a key form one run, in span
+/// order.
+struct ByKey<K>(Vec<(K, u32)>);
+
+impl<K: Ord + Copy> ByKey<K> {
+    fn new(mut pairs: Vec<(K, u32)>) -> Self {
+        pairs.sort_unstable();
+        Self(pairs)
+    }
+
+    /// The spans holding `key`, in span order.
+    fn get(&self, key: K) -> impl Iterator<Item = u32> + '_ {
+        let first = self.0.partition_point(|p| p.0 < key);
+        self.0[first..]
+            .iter()
+            .take_while(move |p| p.0 == key)
+            .map(|p| p.1)
+    }
+
+    /// The runs of pairs sharing a key.
+    fn runs(&self) -> impl Iterator<Item = &[(K, u32)]> {
+        self.0.chunk_by(|a, b| a.0 == b.0)
+    }
+}
+
+/// Lists of span indexes numbered `0..n`, stored flat: list `k` is `flat[at[k]..at[k + 1]]`.
+struct Lists {
+    at: Vec<u32>,
+    flat: Vec<u32>,
+}
+
+impl Lists {
+    /// Span `i` goes to list `of[i]` (none if `None`), spans in index order within a list.
+    fn new(n: usize, of: impl Iterator<Item = Option<u32>> + Clone) -> Self {
+        let mut at = vec![0u32; n + 1];
+        for k in of.clone().flatten() {
+            at[k as usize + 1] += 1;
+        }
+        for k in 0..n {
+            at[k + 1] += at[k];
+        }
+        let mut fill = at.clone();
+        let mut flat = vec![0u32; at[n] as usize];
+        for (i, k) in of.enumerate() {
+            if let Some(k) = k {
+                flat[fill[k as usize] as usize] = i as u32;
+                fill[k as usize] += 1;
+            }
+        }
+        Self { at, flat }
+    }
+
+    fn range(&self, k: usize) -> std::ops::Range<usize> {
+        self.at[k] as usize..self.at[k + 1] as usize
+    }
+}
+
+/// A union-find over span indexes; a set's root is its least index.
 struct Sets {
     up: Vec<u32>,
 }
@@ -125,67 +172,76 @@ impl Sets {
 
 /// Assembles `spans` into traces.
 pub fn assemble(spans: &[SpanMeta], tol: &Tolerance) -> Assembly {
-    let n = spans.len();
-    let mut parent: Vec<Option<u32>> = vec![None; n];
-    let hops = network_sets(spans, tol);
-    let mut hop_of = vec![0u32; n];
-    let mut leaves = Vec::new();
-    for (h, hop) in hops.iter().enumerate() {
-        for w in hop.windows(2) {
-            parent[w[1] as usize] = Some(w[0]);
-        }
-        for &s in hop {
-            hop_of[s as usize] = h as u32;
-        }
-        leaves.push(*hop.last().expect("sets are never empty"));
-    }
+    let mut parent: Vec<Option<u32>> = vec![None; spans.len()];
+    let (hop_of, leaves) = network_sets(spans, tol, &mut parent);
     adopt_calls(spans, &hop_of, &mut parent);
     attach_roots(spans, &hop_of, &leaves, &mut parent);
     order(spans, &parent)
 }
 
-/// Network span sets: spans joined by the strong tcp_seq relation, each in path order.
-fn network_sets(spans: &[SpanMeta], tol: &Tolerance) -> Vec<Vec<u32>> {
+/// Network span sets: spans joined by the strong tcp_seq relation, each chained in path order
+/// (each span's parent the one before it). Returns each span's set (numbered by its least
+/// span) and each set's last span.
+fn network_sets(
+    spans: &[SpanMeta],
+    tol: &Tolerance,
+    parent: &mut [Option<u32>],
+) -> (Vec<u32>, Vec<u32>) {
     let n = spans.len();
     let mut sets = Sets::new(n);
-    let mut by_req: Map<u32, Vec<u32>> = map();
-    let mut by_resp: Map<u32, Vec<u32>> = map();
+    let (mut by_req, mut by_resp) = (Vec::new(), Vec::new());
     for (i, s) in spans.iter().enumerate() {
+        let i = i as u32;
         if s.req_seq != 0 && s.kind.has_request() {
-            by_req.entry(s.req_seq).or_default().push(i as u32);
+            by_req.push((s.req_seq, i));
         } else if s.resp_seq != 0 && s.kind.has_response() {
-            by_resp.entry(s.resp_seq).or_default().push(i as u32);
+            by_resp.push(((s.resp_seq, false), i));
+        }
+        // A request-bearing span joins the response-only spans with its response seq.
+        if s.resp_seq != 0 && s.kind.has_request() {
+            by_resp.push(((s.resp_seq, true), i));
         }
     }
-    // A response-only span joins the request-bearing spans with its response seq.
-    for s in spans
-        .iter()
-        .enumerate()
-        .filter(|(_, s)| s.kind.has_request())
-    {
-        if let Some(v) = by_resp.get_mut(&s.1.resp_seq) {
-            v.push(s.0 as u32);
-        }
-    }
-    for bucket in by_req.values().chain(by_resp.values()) {
-        for (k, &a) in bucket.iter().enumerate() {
-            for &b in &bucket[k + 1..] {
+    let pairs = |run: &[u32], sets: &mut Sets| {
+        for (k, &a) in run.iter().enumerate() {
+            for &b in &run[k + 1..] {
                 if tol.same_hop(&spans[a as usize], &spans[b as usize]) {
                     sets.union(a, b);
                 }
             }
         }
+    };
+    let mut run = Vec::new();
+    for r in ByKey::new(by_req).runs() {
+        run.clear();
+        run.extend(r.iter().map(|p| p.1));
+        pairs(&run, &mut sets);
     }
-    let mut members: Map<u32, Vec<u32>> = map();
-    for i in 0..n as u32 {
-        members.entry(sets.find(i)).or_default().push(i);
+    let by_resp = ByKey::new(by_resp);
+    // Runs by seq alone (joiners sort after the response-only spans); none without one.
+    for r in by_resp.0.chunk_by(|a, b| a.0.0 == b.0.0) {
+        if !r[0].0.1 {
+            run.clear();
+            run.extend(r.iter().map(|p| p.1));
+            pairs(&run, &mut sets);
+        }
     }
-    let mut hops: Vec<Vec<u32>> = members.into_values().collect();
-    for hop in &mut hops {
+    let hop_of: Vec<u32> = (0..n as u32).map(|i| sets.find(i)).collect();
+    let mut hops = Lists::new(n, hop_of.iter().map(|&h| Some(h)));
+    let mut leaves = Vec::new();
+    for h in 0..n {
+        let range = hops.range(h);
+        if range.is_empty() {
+            continue;
+        }
+        let hop = &mut hops.flat[range];
         sort_hop(spans, hop);
+        for w in hop.windows(2) {
+            parent[w[1] as usize] = Some(w[0]);
+        }
+        leaves.push(hop[hop.len() - 1]);
     }
-    hops.sort_unstable_by_key(|h| h[0]);
-    hops
+    (hop_of, leaves)
 }
 
 /// Orders one hop: client process, then the network points by side, agent and point, outer
@@ -242,41 +298,40 @@ fn acyclic(parent: &[Option<u32>], c: u32, p: u32) -> bool {
 /// latest-starting server span wins.
 fn adopt_calls(spans: &[SpanMeta], hop_of: &[u32], parent: &mut [Option<u32>]) {
     // Client process spans that start their hop, by (agent, id) and by (agent, pid, tag, hash).
-    let mut by_sys_req: Map<(i32, i64), Vec<u32>> = map();
-    let mut by_sys_resp: Map<(i32, i64), Vec<u32>> = map();
-    let mut by_tag: Map<(i32, i64, u8, u64), Vec<u32>> = map();
+    let (mut by_sys_req, mut by_sys_resp, mut by_tag) = (Vec::new(), Vec::new(), Vec::new());
     for (i, s) in spans.iter().enumerate() {
         if s.point != Point::ClientProcess || parent[i].is_some() {
             continue;
         }
         let i = i as u32;
         if s.sys_req != 0 {
-            by_sys_req.entry((s.agent, s.sys_req)).or_default().push(i);
+            by_sys_req.push(((s.agent, s.sys_req), i));
         }
         if s.sys_resp != 0 {
-            by_sys_resp
-                .entry((s.agent, s.sys_resp))
-                .or_default()
-                .push(i);
+            by_sys_resp.push(((s.agent, s.sys_resp), i));
         }
-        for (tag, h) in [(0, s.x0), (1, s.x1), (2, s.trace_id)] {
+        for (tag, h) in [(0u8, s.x0), (1, s.x1), (2, s.trace_id)] {
             if h != 0 {
-                by_tag.entry((s.agent, s.pid, tag, h)).or_default().push(i);
+                by_tag.push(((s.agent, s.pid, tag, h), i));
             }
         }
     }
+    let (by_sys_req, by_sys_resp, by_tag) = (
+        ByKey::new(by_sys_req),
+        ByKey::new(by_sys_resp),
+        ByKey::new(by_tag),
+    );
     // Per call, the best claim so far: (shares a header with the server span, its start, its
     // index). A shared X-Request-ID or trace id outranks the syscall chain, which an event-loop
     // proxy interleaving requests on one thread can make cross from one request to another.
-    let mut best: Map<u32, (bool, i64, u32)> = map();
-    let offer = |c: u32, sp: u32, by_header: bool, best: &mut Map<u32, (bool, i64, u32)>| {
+    let mut best: Vec<Option<(bool, i64, u32)>> = vec![None; spans.len()];
+    let offer = |c: u32, sp: u32, by_header: bool, best: &mut [Option<(bool, i64, u32)>]| {
         let (cs, ss) = (&spans[c as usize], &spans[sp as usize]);
         if cs.pid != ss.pid || hop_of[c as usize] == hop_of[sp as usize] || !covers(ss, cs) {
             return false;
         }
-        let claim = (by_header, ss.start, sp);
-        let e = best.entry(c).or_insert(claim);
-        *e = (*e).max(claim);
+        let claim = Some((by_header, ss.start, sp));
+        best[c as usize] = best[c as usize].max(claim);
         true
     };
     for (sp, s) in spans.iter().enumerate() {
@@ -291,8 +346,8 @@ fn adopt_calls(spans: &[SpanMeta], hop_of: &[u32], parent: &mut [Option<u32>]) {
                 let index = if forward { &by_sys_req } else { &by_sys_resp };
                 for _ in 0..spans.len() {
                     let next = index
-                        .get(&(s.agent, id))
-                        .and_then(|v| v.iter().copied().find(|&c| offer(c, sp, false, &mut best)));
+                        .get((s.agent, id))
+                        .find(|&c| offer(c, sp, false, &mut best));
                     let Some(c) = next else { break };
                     let cs = &spans[c as usize];
                     id = if forward { cs.sys_resp } else { cs.sys_req };
@@ -305,21 +360,19 @@ fn adopt_calls(spans: &[SpanMeta], hop_of: &[u32], parent: &mut [Option<u32>]) {
         // Headers passed through or injected: same-side X-Request-ID, the response's id on
         // the call, a shared trace id.
         for (tag, h) in [(0, s.x0), (0, s.x1), (1, s.x1), (2, s.trace_id)] {
-            if h == 0 {
-                continue;
-            }
-            if let Some(v) = by_tag.get(&(s.agent, s.pid, tag, h)) {
-                for &c in v {
+            if h != 0 {
+                for c in by_tag.get((s.agent, s.pid, tag, h)) {
                     offer(c, sp, true, &mut best);
                 }
             }
         }
     }
-    let mut adopted: Vec<(u32, u32)> = best.into_iter().map(|(c, (_, _, sp))| (c, sp)).collect();
-    adopted.sort_unstable();
-    for (c, sp) in adopted {
-        if parent[c as usize].is_none() && acyclic(parent, c, sp) {
-            parent[c as usize] = Some(sp);
+    for (c, claim) in best.into_iter().enumerate() {
+        if let Some((_, _, sp)) = claim
+            && parent[c].is_none()
+            && acyclic(parent, c as u32, sp)
+        {
+            parent[c] = Some(sp);
         }
     }
 }
@@ -327,17 +380,18 @@ fn adopt_calls(spans: &[SpanMeta], hop_of: &[u32], parent: &mut [Option<u32>]) {
 /// Set roots still without a parent attach to the innermost enclosing hop leaf on the same
 /// agent that shares an X-Request-ID with them or whose span id is their parent span id.
 fn attach_roots(spans: &[SpanMeta], hop_of: &[u32], leaves: &[u32], parent: &mut [Option<u32>]) {
-    let mut by_key: Map<u64, Vec<u32>> = map();
+    let mut by_key = Vec::new();
     for &l in leaves {
         let s = &spans[l as usize];
         let mut keys = [s.x0, s.x1, s.span_id];
         keys.sort_unstable();
         for (k, &h) in keys.iter().enumerate() {
             if h != 0 && (k == 0 || keys[k - 1] != h) {
-                by_key.entry(h).or_default().push(l);
+                by_key.push((h, l));
             }
         }
     }
+    let by_key = ByKey::new(by_key);
     for c in 0..spans.len() {
         if parent[c].is_some() {
             continue;
@@ -345,10 +399,10 @@ fn attach_roots(spans: &[SpanMeta], hop_of: &[u32], leaves: &[u32], parent: &mut
         let cs = &spans[c];
         let mut found: Option<u32> = None;
         for h in [cs.x0, cs.x1, cs.parent_span_id] {
-            let Some(v) = by_key.get(&h).filter(|_| h != 0) else {
+            if h == 0 {
                 continue;
-            };
-            for &l in v {
+            }
+            for l in by_key.get(h) {
                 let ls = &spans[l as usize];
                 let linked = if h == cs.parent_span_id {
                     ls.span_id == h
@@ -383,36 +437,46 @@ fn order(spans: &[SpanMeta], parent: &[Option<u32>]) -> Assembly {
             sets.union(c as u32, *p);
         }
     }
-    let mut first_with: Map<(u8, u64), u32> = map();
+    let mut shared = Vec::new();
     for (i, s) in spans.iter().enumerate() {
-        for key in [(0, s.x0), (0, s.x1), (1, s.trace_id)] {
+        for key in [(0u8, s.x0), (0, s.x1), (1, s.trace_id)] {
             if key.1 != 0 {
-                let f = *first_with.entry(key).or_insert(i as u32);
-                sets.union(f, i as u32);
+                shared.push((key, i as u32));
             }
         }
     }
+    for run in ByKey::new(shared).runs() {
+        for p in &run[1..] {
+            sets.union(run[0].1, p.1);
+        }
+    }
     let by_start = |&i: &u32| (spans[i as usize].start, spans[i as usize].id);
-    let mut children: Vec<Vec<u32>> = vec![Vec::new(); n];
-    let mut roots: Vec<u32> = Vec::new();
-    for i in 0..n as u32 {
-        match parent[i as usize] {
-            Some(p) => children[p as usize].push(i),
-            None => roots.push(i),
-        }
+    let mut children = Lists::new(n, parent.iter().copied());
+    for k in 0..n {
+        let range = children.range(k);
+        children.flat[range].sort_unstable_by_key(by_start);
     }
+    let mut roots: Vec<u32> = (0..n as u32)
+        .filter(|&i| parent[i as usize].is_none())
+        .collect();
     roots.sort_unstable_by_key(by_start);
-    // Roots grouped by trace, traces in order of their first root.
-    let mut trace_roots: Map<u32, Vec<u32>> = map();
-    let mut traces: Vec<u32> = Vec::new();
-    for &r in &roots {
-        let t = sets.find(r);
-        let e = trace_roots.entry(t).or_default();
-        if e.is_empty() {
-            traces.push(t);
-        }
-        e.push(r);
-    }
+    // Roots grouped by trace (a stable sort keeps them by start), traces in order of their
+    // first root.
+    let mut rank = vec![u32::MAX; n];
+    let mut traces = 0;
+    let trace_of: Vec<u32> = roots
+        .iter()
+        .map(|&r| {
+            let t = sets.find(r) as usize;
+            if rank[t] == u32::MAX {
+                rank[t] = traces;
+                traces += 1;
+            }
+            rank[t]
+        })
+        .collect();
+    let mut grouped: Vec<(u32, u32)> = trace_of.into_iter().zip(roots).collect();
+    grouped.sort_by_key(|&(t, _)| t);
     let mut out = Assembly {
         trace_uid: vec![0; n],
         parent: parent.to_vec(),
@@ -421,19 +485,17 @@ fn order(spans: &[SpanMeta], parent: &[Option<u32>]) -> Assembly {
         sequence: Vec::with_capacity(n),
     };
     let mut stack: Vec<(u32, u32)> = Vec::new();
-    for t in traces {
-        let rs = &trace_roots[&t];
-        let uid = spans[rs[0] as usize].id;
+    for trace in grouped.chunk_by(|a, b| a.0 == b.0) {
+        let uid = spans[trace[0].1 as usize].id;
         let mut k = 0u32;
-        stack.extend(rs.iter().rev().map(|&r| (r, 0)));
+        stack.extend(trace.iter().rev().map(|&(_, r)| (r, 0)));
         while let Some((i, d)) = stack.pop() {
             out.trace_uid[i as usize] = uid;
             out.depth[i as usize] = d;
             out.order[i as usize] = k;
             out.sequence.push(i);
             k += 1;
-            let kids = &mut children[i as usize];
-            kids.sort_unstable_by_key(by_start);
+            let kids = &children.flat[children.range(i as usize)];
             stack.extend(kids.iter().rev().map(|&c| (c, d + 1)));
         }
     }

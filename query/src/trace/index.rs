@@ -1056,6 +1056,13 @@ impl View {
 
     /// The rows at `locs` with `columns` (of `l7_flow_log`), in the order of `locs`.
     pub fn rows(&self, locs: &[Loc], columns: &[String]) -> Result<RecordBatch> {
+        if columns.is_empty() {
+            return Ok(RecordBatch::try_new_with_options(
+                Arc::new(Schema::empty()),
+                Vec::new(),
+                &RecordBatchOptions::new().with_row_count(Some(locs.len())),
+            )?);
+        }
         let full = l7_flow_log_schema();
         let schema: SchemaRef = Arc::new(Schema::new(
             columns

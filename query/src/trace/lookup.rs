@@ -40,6 +40,9 @@ fn between(from_us: i64, to_us: i64) -> Expr {
         .and(col("start_time").lt_eq(ts(to_us)))
 }
 
+/// Columns a lookup holds for every span it assembled, so it never reads them again.
+pub const FROM_META: [&str; 3] = ["_id", "start_time", "end_time"];
+
 /// What a lookup starts from.
 #[derive(Debug, Clone)]
 pub enum Seed {
@@ -55,10 +58,14 @@ pub enum Seed {
 /// in its tree.
 #[derive(Debug)]
 pub struct Traced {
-    /// The rows, with the columns asked for.
+    /// The rows, with the columns asked for (those in [`FROM_META`] excepted).
     pub rows: RecordBatch,
-    /// Keys and times per row.
-    pub meta: Vec<SpanMeta>,
+    /// Per row: `_id`.
+    pub id: Vec<i64>,
+    /// Per row: start, µs.
+    pub start: Vec<i64>,
+    /// Per row: end, µs.
+    pub end: Vec<i64>,
     /// Per row: `_id` of its trace's first root.
     pub trace_uid: Vec<i64>,
     /// Per row: `_id` of its parent.
@@ -78,7 +85,9 @@ impl Traced {
         let at = |i: &u32| *i as usize;
         Self {
             rows,
-            meta: picked.iter().map(|i| meta[at(i)].clone()).collect(),
+            id: picked.iter().map(|i| meta[at(i)].id).collect(),
+            start: picked.iter().map(|i| meta[at(i)].start).collect(),
+            end: picked.iter().map(|i| meta[at(i)].end).collect(),
             trace_uid: picked.iter().map(|i| a.trace_uid[at(i)]).collect(),
             parent_id: picked
                 .iter()

@@ -6,6 +6,7 @@ use std::{fmt, sync::Arc};
 use arrow::{
     array::{
         Array, ArrayRef, AsArray, Float64Array, Int32Array, Int64Array, RecordBatch, StringArray,
+        TimestampMicrosecondArray,
     },
     datatypes::{DataType, Field, Schema, SchemaRef},
 };
@@ -23,7 +24,7 @@ use wiretrace_storage::schema::l7_flow_log_schema;
 use super::{
     assemble::Tolerance,
     index::KeyIndex,
-    lookup::{self, Seed, Traced},
+    lookup::{self, FROM_META, Seed, Traced},
 };
 
 /// Default time searched either side of a trace's seed spans, seconds.
@@ -289,7 +290,7 @@ impl TableProvider for TraceTable {
             Some(p) => p.clone(),
             None => (0..self.schema.fields().len()).collect(),
         };
-        let mut columns: Vec<String> = vec!["_id".to_string()];
+        let mut columns: Vec<String> = Vec::new();
         let l7 = l7_flow_log_schema();
         let extra: &[&str] = if self.function == Function::TraceGrafana {
             &[
@@ -313,7 +314,10 @@ impl TableProvider for TraceTable {
             .map(|&i| self.schema.field(i).name().as_str())
             .chain(extra.iter().copied())
         {
-            if l7.index_of(name).is_ok() && !columns.iter().any(|c| c == name) {
+            if l7.index_of(name).is_ok()
+                && !FROM_META.contains(&name)
+                && !columns.iter().any(|c| c == name)
+            {
                 columns.push(name.to_string());
             }
         }
@@ -353,6 +357,15 @@ fn with_tree_columns(schema: &SchemaRef, t: &Traced) -> Result<RecordBatch> {
             Ok(match f.name().as_str() {
                 "trace_uid" => Arc::new(Int64Array::from(t.trace_uid.clone())),
                 "parent_id" => Arc::new(Int64Array::from(t.parent_id.clone())),
+                "_id" => Arc::new(Int64Array::from(t.id.clone())),
+                "start_time" | "end_time" => {
+                    let us = if f.name() == "start_time" {
+                        &t.start
+                    } else {
+                        &t.end
+                    };
+                    Arc::new(TimestampMicrosecondArray::from(us.clone()).with_timezone("UTC"))
+                }
                 "depth" => Arc::new(Int32Array::from_iter_values(
                     t.depth.iter().map(|&d| d as i32),
                 )),
@@ -368,7 +381,7 @@ fn with_tree_columns(schema: &SchemaRef, t: &Traced) -> Result<RecordBatch> {
     Ok(RecordBatch::try_new_with_options(
         Arc::clone(schema),
         columns,
-        &arrow::array::RecordBatchOptions::new().with_row_count(Some(t.meta.len())),
+        &arrow::array::RecordBatchOptions::new().with_row_count(Some(t.id.len())),
     )?)
 }
 
@@ -400,9 +413,9 @@ fn grafana(t: &Traced) -> Result<RecordBatch> {
     let hex = |v: i64| format!("{v:016x}");
     let mut cols: [Vec<Option<String>>; 6] = Default::default();
     let (mut start, mut duration) = (Vec::new(), Vec::new());
-    for (i, m) in t.meta.iter().enumerate() {
+    for (i, &id) in t.id.iter().enumerate() {
         cols[0].push(Some(hex(t.trace_uid[i])));
-        cols[1].push(Some(hex(m.id)));
+        cols[1].push(Some(hex(id)));
         cols[2].push(t.parent_id[i].map(hex));
         cols[3].push(Some(
             [opt(method, i), opt(resource, i)]
@@ -422,7 +435,7 @@ fn grafana(t: &Traced) -> Result<RecordBatch> {
             ("signal_source", source.value(i).to_string()),
             ("client", ip0.value(i).to_string()),
             ("server", ip1.value(i).to_string()),
-            ("_id", m.id.to_string()),
+            ("_id", id.to_string()),
         ];
         if let Some(c) = code.filter(|c| c.is_valid(i)) {
             tags.push(("http.status_code", c.value(i).to_string()));
@@ -432,8 +445,8 @@ fn grafana(t: &Traced) -> Result<RecordBatch> {
             .map(|(k, v)| serde_json::json!({"key": k, "value": v}))
             .collect();
         cols[5].push(Some(serde_json::Value::Array(tags).to_string()));
-        start.push(m.start as f64 / 1000.0);
-        duration.push(m.duration() as f64 / 1000.0);
+        start.push(t.start[i] as f64 / 1000.0);
+        duration.push((t.end[i] - t.start[i]) as f64 / 1000.0);
     }
     let [trace, span, parent, op, service, tags] =
         cols.map(|c| Arc::new(StringArray::from(c)) as ArrayRef);
