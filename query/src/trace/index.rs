@@ -22,7 +22,7 @@ use std::{
 use arrow::{
     array::{RecordBatch, RecordBatchOptions, RecordBatchReader, UInt32Array, new_null_array},
     compute::{concat_batches, take_record_batch},
-    datatypes::{Schema, SchemaRef},
+    datatypes::{DataType, Field, Schema, SchemaRef},
 };
 use datafusion::{
     error::{DataFusionError, Result},
@@ -47,7 +47,9 @@ use wiretrace_storage::{
     schema::{L7_FLOW_LOG, l7_flow_log_schema},
 };
 
-use super::meta::{SpanMeta, StringKeyColumns, StringKeys, hash_str, key_values, meta_columns};
+use super::meta::{
+    DICTIONARY_COLUMNS, SpanMeta, StringKeyColumns, StringKeys, hash_str, key_values, meta_columns,
+};
 use crate::{
     cache::{ByteLru, CacheCounts},
     stats::CounterSource,
@@ -692,16 +694,17 @@ impl KeyIndex {
 
     /// Block `b` of row group `g`, decoded.
     fn block(&self, g: &RowGroup, b: usize) -> Result<Block> {
-        self.decode(g, Some(&[block_rows(b)]), &meta_columns(), Block::new)
+        self.decode(g, Some(&[block_rows(b)]), &meta_columns(), true, Block::new)
     }
 
-    /// Reads the rows in `ranges` (all if `None`) of a row group with `columns`, as `make`
-    /// builds them.
+    /// Reads the rows in `ranges` (all if `None`) of a row group with `columns` (those of
+    /// [`DICTIONARY_COLUMNS`] as Arrow dictionaries if `dictionaries`), as `make` builds them.
     fn decode<V>(
         &self,
         (path, rg): &RowGroup,
         ranges: Option<&[Range<usize>]>,
         columns: &[String],
+        dictionaries: bool,
         make: impl FnOnce(&RecordBatch) -> Result<V>,
     ) -> Result<V> {
         let info = self.file(path)?;
@@ -711,6 +714,7 @@ impl KeyIndex {
             *rg,
             ranges,
             columns.iter().map(String::as_str),
+            dictionaries,
         )
         .map_err(|e| io_err("reading", path, e))?;
         make(&batch)
@@ -718,17 +722,41 @@ impl KeyIndex {
 }
 
 /// Row group `rg` of `file` (only the rows in `ranges`, ascending, cut at the row group's end,
-/// if given) with the named columns.
+/// if given) with the named columns, those of [`DICTIONARY_COLUMNS`] as Arrow dictionaries if
+/// `dictionaries` (their values decoded once per page instead of once per row).
 fn read_rows<'a>(
     file: &File,
     info: &FileInfo,
     rg: usize,
     ranges: Option<&[Range<usize>]>,
     columns: impl IntoIterator<Item = &'a str>,
+    dictionaries: bool,
 ) -> parquet::errors::Result<RecordBatch> {
     let meta = match ranges {
         Some(_) => info.paged(file)?,
         None => &info.meta,
+    };
+    let hinted;
+    let meta = if dictionaries {
+        let fields: Vec<Field> = meta
+            .schema()
+            .fields()
+            .iter()
+            .map(|f| match f.data_type() {
+                DataType::Utf8 if DICTIONARY_COLUMNS.contains(&f.name().as_str()) => {
+                    f.as_ref().clone().with_data_type(DataType::Dictionary(
+                        Box::new(DataType::Int32),
+                        Box::new(DataType::Utf8),
+                    ))
+                }
+                _ => f.as_ref().clone(),
+            })
+            .collect();
+        let options = ArrowReaderOptions::new().with_schema(Arc::new(Schema::new(fields)));
+        hinted = ArrowReaderMetadata::try_new(Arc::clone(meta.metadata()), options)?;
+        &hinted
+    } else {
+        meta
     };
     let md = meta.metadata();
     let mask = ProjectionMask::columns(md.file_metadata().schema_descr(), columns);
@@ -994,7 +1022,7 @@ impl View {
                     .map(|c| c.to_string())
                     .collect();
                 self.index
-                    .decode(g, Some(&[block_rows(*b)]), &columns, |batch| {
+                    .decode(g, Some(&[block_rows(*b)]), &columns, false, |batch| {
                         KeySet::new(batch, *tag)
                     })
             },
@@ -1099,7 +1127,7 @@ impl View {
                         }
                     }
                     self.index
-                        .decode(&group, Some(&ranges), columns, |b| Ok(b.clone()))?
+                        .decode(&group, Some(&ranges), columns, false, |b| Ok(b.clone()))?
                 }
                 None => {
                     let buffer = self

@@ -42,6 +42,20 @@ const CONFLICT_COLUMNS: [&str; 11] = [
     "response_exception",
 ];
 
+/// String columns assembly reads whose values repeat (the writer dictionary-encodes them): a
+/// block reads them as Arrow dictionaries, each distinct value parsed or hashed once.
+pub const DICTIONARY_COLUMNS: &[&str] = &[
+    "observation_point",
+    "type",
+    "protocol",
+    "l7_protocol",
+    "version",
+    "request_type",
+    "request_domain",
+    "endpoint",
+    "response_exception",
+];
+
 /// Every column [`SpanMeta::from_batch`] reads: its own and the trace lookup keys.
 pub fn meta_columns() -> Vec<String> {
     OWN_COLUMNS
@@ -237,8 +251,8 @@ impl SpanMeta {
         let agents = c.values::<Int32Type>("agent_id")?;
         let pid0 = c.values::<Int64Type>("process_id_0")?;
         let pid1 = c.values::<Int64Type>("process_id_1")?;
-        let points = c.strs("observation_point")?;
-        let kinds = c.strs("type")?;
+        let points = c.parsed("observation_point", Point::parse)?;
+        let kinds = c.parsed("type", Kind::parse)?;
         let span_id = c.hashes("span_id")?;
         let parent_span_id = c.hashes("parent_span_id")?;
         let fields = CONFLICT_COLUMNS
@@ -249,7 +263,7 @@ impl SpanMeta {
             .iter()
             .enumerate()
             .map(|(i, k)| {
-                let point = Point::parse(points.value(i));
+                let point = points[i];
                 let pid = match point {
                     Point::ClientProcess => pid0[i],
                     Point::ServerProcess => pid1[i],
@@ -263,7 +277,7 @@ impl SpanMeta {
                 Self {
                     keys: *k,
                     point,
-                    kind: Kind::parse(kinds.value(i)),
+                    kind: kinds[i],
                     agent: agents[i],
                     pid,
                     span_id: span_id[i],
@@ -381,10 +395,30 @@ impl Columns<'_> {
         Ok(zero_nulls(a))
     }
 
-    fn strs(&self, name: &str) -> Result<&arrow::array::StringArray> {
+    /// A string column (plain or an Int32-keyed dictionary) with `f` applied to each distinct
+    /// value once; nulls as the empty string.
+    fn parsed<T: Copy>(&self, name: &str, f: impl Fn(&str) -> T) -> Result<Vec<T>> {
         let a = self.column(name)?;
-        a.as_string_opt::<i32>()
-            .ok_or_else(|| Self::mismatch(name, a.data_type()))
+        fn text(s: &arrow::array::StringArray, i: usize) -> &str {
+            if s.is_valid(i) { s.value(i) } else { "" }
+        }
+        if let Some(d) = a.as_dictionary_opt::<Int32Type>() {
+            let values = d
+                .values()
+                .as_string_opt::<i32>()
+                .ok_or_else(|| Self::mismatch(name, a.data_type()))?;
+            let each: Vec<T> = (0..values.len()).map(|i| f(text(values, i))).collect();
+            let empty = f("");
+            return Ok(d
+                .keys()
+                .iter()
+                .map(|k| k.map_or(empty, |k| each[k as usize]))
+                .collect());
+        }
+        let s = a
+            .as_string_opt::<i32>()
+            .ok_or_else(|| Self::mismatch(name, a.data_type()))?;
+        Ok((0..s.len()).map(|i| f(text(s, i))).collect())
     }
 
     /// Any column as 64-bit value hashes; null and empty strings hash to 0.
@@ -392,12 +426,7 @@ impl Columns<'_> {
         let a = self.column(name)?;
         let n = a.len();
         let out = match a.data_type() {
-            DataType::Utf8 => {
-                let s = a.as_string::<i32>();
-                (0..n)
-                    .map(|i| hash_opt(s.is_valid(i).then(|| s.value(i)).filter(|v| !v.is_empty())))
-                    .collect()
-            }
+            DataType::Utf8 | DataType::Dictionary(..) => self.parsed(name, hash_str)?,
             DataType::Int64 => {
                 let v = a.as_primitive::<Int64Type>();
                 (0..n)
