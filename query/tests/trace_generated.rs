@@ -2,12 +2,24 @@
 //! traces through sidecars and a tunnel, assembled in memory, through `traces()` over Parquet,
 //! and from single spans with `trace()`.
 
-use std::collections::HashMap;
+use std::{collections::HashMap, fs::File};
 
 use arrow::{
     array::{AsArray, RecordBatch},
     compute::concat_batches,
     datatypes::Int64Type,
+};
+use datafusion::prelude::SessionContext;
+use parquet::{
+    arrow::{
+        ArrowWriter,
+        arrow_reader::{ArrowReaderOptions, ParquetRecordBatchReaderBuilder},
+    },
+    file::{
+        metadata::PageIndexPolicy,
+        page_index::column_index::ColumnIndexMetaData,
+        properties::{EnabledStatistics, WriterProperties},
+    },
 };
 use wiretrace_ingest::generate::{GenConfig, Generated, Generator, Truth};
 use wiretrace_query::trace::{SpanMeta, Tolerance, assemble};
@@ -147,17 +159,18 @@ fn found_from_rows(batches: &[RecordBatch]) -> Found {
     found
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn sql_trace_functions_recover_true_trees_from_parquet() {
-    let cfg = concurrent();
-    let g = generate(cfg.clone());
-    let dir = tempfile::tempdir().unwrap();
-    TableWriters::open(dir.path())
-        .unwrap()
-        .write(L7_FLOW_LOG, &g.batches)
-        .unwrap();
-    let ctx = wiretrace_query::session(dir.path()).await.unwrap();
+/// Spans of each true trace, by trace uid.
+fn members(g: &Generated) -> HashMap<i64, Vec<&Truth>> {
+    let mut members: HashMap<i64, Vec<&Truth>> = HashMap::new();
+    for t in &g.truth {
+        members.entry(t.trace).or_default().push(t);
+    }
+    members
+}
 
+/// `traces()` over the whole window and `trace()` from spans spread over the data each give
+/// the true trees exactly.
+async fn assert_sql_recovers(ctx: &SessionContext, g: &Generated, cfg: &GenConfig) {
     // traces(): the whole window at once.
     let from = cfg.start_us - 1_000_000;
     let to = cfg.start_us + cfg.spread_us + 1_000_000;
@@ -173,10 +186,7 @@ async fn sql_trace_functions_recover_true_trees_from_parquet() {
     assert_exact(&g.truth, &found);
 
     // trace(): from single spans spread over the data, each the whole true trace.
-    let mut members: HashMap<i64, Vec<&Truth>> = HashMap::new();
-    for t in &g.truth {
-        members.entry(t.trace).or_default().push(t);
-    }
+    let members = members(g);
     for seed in g.truth.iter().step_by(g.truth.len() / 8) {
         let sql = format!("SELECT _id, trace_uid, parent_id FROM trace({})", seed.id);
         let t = std::time::Instant::now();
@@ -190,6 +200,20 @@ async fn sql_trace_functions_recover_true_trees_from_parquet() {
             &found,
         );
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sql_trace_functions_recover_true_trees_from_parquet() {
+    let cfg = concurrent();
+    let g = generate(cfg.clone());
+    let dir = tempfile::tempdir().unwrap();
+    TableWriters::open(dir.path())
+        .unwrap()
+        .write(L7_FLOW_LOG, &g.batches)
+        .unwrap();
+    let ctx = wiretrace_query::session(dir.path()).await.unwrap();
+    assert_sql_recovers(&ctx, &g, &cfg).await;
+    let members = members(&g);
 
     // The lookups went through the key index: row groups decoded once, then found decoded.
     let rows = ctx
@@ -261,4 +285,55 @@ async fn sql_trace_functions_recover_true_trees_from_parquet() {
     assert!(!want.is_empty());
     assert_eq!(found.len(), want.len());
     assert_exact(&want, &found);
+}
+
+/// Parquet files not written by wiretrace (no page index, no dictionaries, no bloom filters)
+/// are read by the same lookups, only with less pruning: the same true trees come back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn files_without_page_index_or_dictionaries_give_the_same_trees() {
+    let cfg = concurrent();
+    let g = generate(cfg.clone());
+    let dir = tempfile::tempdir().unwrap();
+    let written = TableWriters::open(dir.path())
+        .unwrap()
+        .write(L7_FLOW_LOG, &g.batches)
+        .unwrap();
+    let plain = WriterProperties::builder()
+        .set_statistics_enabled(EnabledStatistics::Chunk)
+        .set_dictionary_enabled(false)
+        .set_max_row_group_row_count(Some(16 * 1024))
+        .build();
+    for path in &written.files {
+        let reader = ParquetRecordBatchReaderBuilder::try_new(File::open(path).unwrap())
+            .unwrap()
+            .build()
+            .unwrap();
+        let batches: Vec<RecordBatch> = reader.map(Result::unwrap).collect();
+        let mut w = ArrowWriter::try_new(
+            File::create(path).unwrap(),
+            batches[0].schema(),
+            Some(plain.clone()),
+        )
+        .unwrap();
+        for b in &batches {
+            w.write(b).unwrap();
+        }
+        w.close().unwrap();
+        // No page statistics: the key index must choose blocks by row group statistics.
+        let options = ArrowReaderOptions::new().with_page_index_policy(PageIndexPolicy::Required);
+        let read = ParquetRecordBatchReaderBuilder::try_new_with_options(
+            File::open(path).unwrap(),
+            options,
+        )
+        .unwrap();
+        let index = read.metadata().column_index().into_iter().flatten();
+        assert!(
+            index
+                .flatten()
+                .all(|c| matches!(c, ColumnIndexMetaData::NONE)),
+            "{path:?} has page statistics"
+        );
+    }
+    let ctx = wiretrace_query::session(dir.path()).await.unwrap();
+    assert_sql_recovers(&ctx, &g, &cfg).await;
 }
