@@ -195,35 +195,27 @@ fn network_sets(
         if s.req_seq != 0 && s.kind.has_request() {
             by_req.push((s.req_seq, i));
         } else if s.resp_seq != 0 && s.kind.has_response() {
-            by_resp.push(((s.resp_seq, false), i));
-        }
-        // A request-bearing span joins the response-only spans with its response seq.
-        if s.resp_seq != 0 && s.kind.has_request() {
-            by_resp.push(((s.resp_seq, true), i));
+            by_resp.push((s.resp_seq, i));
         }
     }
-    let pairs = |run: &[u32], sets: &mut Sets| {
-        for (k, &a) in run.iter().enumerate() {
-            for &b in &run[k + 1..] {
+    // A request-bearing span joins the response-only spans with its response seq (few: most
+    // spans carry both halves, so only seqs some response-only span holds are kept).
+    let mut answered: Vec<u32> = by_resp.iter().map(|p| p.0).collect();
+    answered.sort_unstable();
+    answered.dedup();
+    for (i, s) in spans.iter().enumerate() {
+        if s.resp_seq != 0 && s.kind.has_request() && answered.binary_search(&s.resp_seq).is_ok() {
+            by_resp.push((s.resp_seq, i as u32));
+        }
+    }
+    let (by_req, by_resp) = (ByKey::new(by_req), ByKey::new(by_resp));
+    for run in by_req.runs().chain(by_resp.runs()) {
+        for (k, &(_, a)) in run.iter().enumerate() {
+            for &(_, b) in &run[k + 1..] {
                 if tol.same_hop(&spans[a as usize], &spans[b as usize]) {
                     sets.union(a, b);
                 }
             }
-        }
-    };
-    let mut run = Vec::new();
-    for r in ByKey::new(by_req).runs() {
-        run.clear();
-        run.extend(r.iter().map(|p| p.1));
-        pairs(&run, &mut sets);
-    }
-    let by_resp = ByKey::new(by_resp);
-    // Runs by seq alone (joiners sort after the response-only spans); none without one.
-    for r in by_resp.0.chunk_by(|a, b| a.0.0 == b.0.0) {
-        if !r[0].0.1 {
-            run.clear();
-            run.extend(r.iter().map(|p| p.1));
-            pairs(&run, &mut sets);
         }
     }
     let hop_of: Vec<u32> = (0..n as u32).map(|i| sets.find(i)).collect();
