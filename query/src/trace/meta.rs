@@ -395,8 +395,8 @@ impl Columns<'_> {
         Ok(zero_nulls(a))
     }
 
-    /// A string column (plain or an Int32-keyed dictionary) with `f` applied to each distinct
-    /// value once; nulls as the empty string.
+    /// A string column with `f` applied to each value: once per dictionary value for an
+    /// Int32-keyed dictionary, once per row for a plain column; nulls as the empty string.
     fn parsed<T: Copy>(&self, name: &str, f: impl Fn(&str) -> T) -> Result<Vec<T>> {
         let a = self.column(name)?;
         fn text(s: &arrow::array::StringArray, i: usize) -> &str {
