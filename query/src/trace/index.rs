@@ -320,11 +320,13 @@ struct Times {
 /// A Parquet file's metadata and the bloom filters of its row groups, read the first time a
 /// lookup reaches them.
 struct FileInfo {
-    /// The footer: enough to choose row groups and read whole ones.
+    /// The footer: enough to choose row groups (statistics, bloom filters).
     meta: ArrowReaderMetadata,
-    /// The footer with the offset index, for reading some rows of a row group; read the first
-    /// time (most files a lookup reaches only have row groups read whole, if any).
+    /// The footer with the page index, for choosing blocks and reading rows of a row group;
+    /// read the first time a lookup chooses blocks or reads rows in the file.
     paged: OnceLock<ArrowReaderMetadata>,
+    /// The same with [`DICTIONARY_COLUMNS`] typed as Arrow dictionaries, built the first time.
+    dictionaries: OnceLock<ArrowReaderMetadata>,
     /// Positions of `start_time` and `end_time` among the file's columns.
     time_columns: [Option<usize>; 2],
     /// Per row group: its times, if the statistics say.
@@ -364,6 +366,7 @@ impl FileInfo {
         Ok(Self {
             meta,
             paged: OnceLock::new(),
+            dictionaries: OnceLock::new(),
             time_columns,
             times,
             block_times: (0..groups).map(|_| OnceLock::new()).collect(),
@@ -407,6 +410,32 @@ impl FileInfo {
         let m =
             ArrowReaderMetadata::try_new(Arc::new(reader.finish()?), ArrowReaderOptions::new())?;
         Ok(self.paged.get_or_init(|| m))
+    }
+
+    /// [`FileInfo::paged`] with the repeating string columns ([`DICTIONARY_COLUMNS`]) read as
+    /// Arrow dictionaries: their values decoded once per page instead of once per row.
+    fn paged_dictionaries(&self, file: &File) -> parquet::errors::Result<&ArrowReaderMetadata> {
+        if let Some(m) = self.dictionaries.get() {
+            return Ok(m);
+        }
+        let paged = self.paged(file)?;
+        let fields: Vec<Field> = paged
+            .schema()
+            .fields()
+            .iter()
+            .map(|f| match f.data_type() {
+                DataType::Utf8 if DICTIONARY_COLUMNS.contains(&f.name().as_str()) => {
+                    f.as_ref().clone().with_data_type(DataType::Dictionary(
+                        Box::new(DataType::Int32),
+                        Box::new(DataType::Utf8),
+                    ))
+                }
+                _ => f.as_ref().clone(),
+            })
+            .collect();
+        let options = ArrowReaderOptions::new().with_schema(Arc::new(Schema::new(fields)));
+        let m = ArrowReaderMetadata::try_new(Arc::clone(paged.metadata()), options)?;
+        Ok(self.dictionaries.get_or_init(|| m))
     }
 
     /// The times of each block of row group `rg` (rows `b * BLOCK_ROWS..`), from the page
@@ -694,15 +723,15 @@ impl KeyIndex {
 
     /// Block `b` of row group `g`, decoded.
     fn block(&self, g: &RowGroup, b: usize) -> Result<Block> {
-        self.decode(g, Some(&[block_rows(b)]), &meta_columns(), true, Block::new)
+        self.decode(g, &[block_rows(b)], &meta_columns(), true, Block::new)
     }
 
-    /// Reads the rows in `ranges` (all if `None`) of a row group with `columns` (those of
+    /// Reads the rows in `ranges` of a row group with `columns` (those of
     /// [`DICTIONARY_COLUMNS`] as Arrow dictionaries if `dictionaries`), as `make` builds them.
     fn decode<V>(
         &self,
         (path, rg): &RowGroup,
-        ranges: Option<&[Range<usize>]>,
+        ranges: &[Range<usize>],
         columns: &[String],
         dictionaries: bool,
         make: impl FnOnce(&RecordBatch) -> Result<V>,
@@ -721,56 +750,32 @@ impl KeyIndex {
     }
 }
 
-/// Row group `rg` of `file` (only the rows in `ranges`, ascending, cut at the row group's end,
-/// if given) with the named columns, those of [`DICTIONARY_COLUMNS`] as Arrow dictionaries if
-/// `dictionaries` (their values decoded once per page instead of once per row).
+/// The rows in `ranges` (ascending, cut at the row group's end) of row group `rg` of `file`
+/// with the named columns, those of [`DICTIONARY_COLUMNS`] as Arrow dictionaries if
+/// `dictionaries`.
 fn read_rows<'a>(
     file: &File,
     info: &FileInfo,
     rg: usize,
-    ranges: Option<&[Range<usize>]>,
+    ranges: &[Range<usize>],
     columns: impl IntoIterator<Item = &'a str>,
     dictionaries: bool,
 ) -> parquet::errors::Result<RecordBatch> {
-    let meta = match ranges {
-        Some(_) => info.paged(file)?,
-        None => &info.meta,
-    };
-    let hinted;
-    let meta = if dictionaries {
-        let fields: Vec<Field> = meta
-            .schema()
-            .fields()
-            .iter()
-            .map(|f| match f.data_type() {
-                DataType::Utf8 if DICTIONARY_COLUMNS.contains(&f.name().as_str()) => {
-                    f.as_ref().clone().with_data_type(DataType::Dictionary(
-                        Box::new(DataType::Int32),
-                        Box::new(DataType::Utf8),
-                    ))
-                }
-                _ => f.as_ref().clone(),
-            })
-            .collect();
-        let options = ArrowReaderOptions::new().with_schema(Arc::new(Schema::new(fields)));
-        hinted = ArrowReaderMetadata::try_new(Arc::clone(meta.metadata()), options)?;
-        &hinted
-    } else {
-        meta
+    let meta = match dictionaries {
+        true => info.paged_dictionaries(file)?,
+        false => info.paged(file)?,
     };
     let md = meta.metadata();
     let mask = ProjectionMask::columns(md.file_metadata().schema_descr(), columns);
     let total = md.row_group(rg).num_rows() as usize;
-    let mut builder =
+    let ranges = ranges.iter().map(|r| r.start.min(total)..r.end.min(total));
+    let reader =
         ParquetRecordBatchReaderBuilder::new_with_metadata(file.try_clone()?, meta.clone())
             .with_row_groups(vec![rg])
             .with_projection(mask)
-            .with_batch_size(total.max(1));
-    if let Some(ranges) = ranges {
-        let ranges = ranges.iter().map(|r| r.start.min(total)..r.end.min(total));
-        builder = builder.with_row_selection(RowSelection::from_consecutive_ranges(ranges, total));
-    }
-    let reader = builder.build()?;
+            .with_batch_size(total.max(1))
+            .with_row_selection(RowSelection::from_consecutive_ranges(ranges, total))
+            .build()?;
     let schema = reader.schema();
     let batches = reader.collect::<std::result::Result<Vec<_>, _>>()?;
     Ok(concat_batches(&schema, &batches)?)
@@ -1022,7 +1027,7 @@ impl View {
                     .map(|c| c.to_string())
                     .collect();
                 self.index
-                    .decode(g, Some(&[block_rows(*b)]), &columns, false, |batch| {
+                    .decode(g, &[block_rows(*b)], &columns, false, |batch| {
                         KeySet::new(batch, *tag)
                     })
             },
@@ -1127,7 +1132,7 @@ impl View {
                         }
                     }
                     self.index
-                        .decode(&group, Some(&ranges), columns, false, |b| Ok(b.clone()))?
+                        .decode(&group, &ranges, columns, false, |b| Ok(b.clone()))?
                 }
                 None => {
                     let buffer = self
