@@ -2,7 +2,6 @@
 //! renamed into place so a reader sees a whole file or none.
 
 use std::{
-    collections::BTreeMap,
     fs::{self, File},
     path::{Path, PathBuf},
     sync::{
@@ -12,19 +11,20 @@ use std::{
 };
 
 use arrow::{
-    array::{Array, BooleanArray, RecordBatch, TimestampMicrosecondArray},
-    compute::{concat_batches, filter_record_batch, sort_to_indices, take_record_batch},
+    array::{Array, RecordBatch, TimestampMicrosecondArray},
+    compute::{concat_batches, sort_to_indices},
     datatypes::SchemaRef,
 };
 use chrono::{DateTime, Utc};
 use parquet::{
-    arrow::ArrowWriter,
-    basic::{Compression, Encoding, ZstdLevel},
-    file::properties::{EnabledStatistics, WriterProperties},
-    schema::types::ColumnPath,
+    arrow::{ArrowSchemaConverter, add_encoded_arrow_schema_to_metadata},
+    basic::{Encoding, ZstdLevel},
+    file::{properties::WriterProperties, writer::SerializedFileWriter},
+    schema::types::SchemaDescriptor,
 };
 
 use crate::{
+    chunk::{ChunkEncoder, ColumnSpec},
     error::{Result, StorageError},
     paths,
 };
@@ -43,7 +43,7 @@ pub const LOOKUP_KEY_COLUMNS: &[&str] = &[
 /// Columns whose values are nearly all distinct, so a dictionary never pays, each with the
 /// encoding that stored generated traces smallest under zstd (benches/storage_size.py): deltas
 /// for sorted or clustered integers, byte-stream split for noisy ones, plain for random ones.
-/// Every other column is dictionary encoded.
+/// Every other column gets a dictionary where one stores its chunk smaller.
 const UNDICTIONARIED: &[(&str, Encoding)] = &[
     ("_id", Encoding::DELTA_BINARY_PACKED),
     ("start_time", Encoding::DELTA_BINARY_PACKED),
@@ -62,9 +62,16 @@ const UNDICTIONARIED: &[(&str, Encoding)] = &[
 /// Rows per Parquet row group: the unit a key lookup reads or skips.
 pub(crate) const ROW_GROUP_ROWS: usize = 64 * 1024;
 
-/// Rows per data page at most: a lookup that finds a row in a row group decodes one page of
-/// each column it reads, not the whole column.
-const PAGE_ROWS: usize = 8 * 1024;
+/// zstd level of every page.
+const ZSTD_LEVEL: i32 = 3;
+
+/// False-positive rate of the bloom filters on TCP seqs: a lookup probes them near their
+/// spans' times only.
+const SEQ_BLOOM_FPP: f64 = 0.05;
+
+/// False-positive rate of the other key columns' bloom filters: a lookup probes syscall ids and
+/// string keys across its whole window, many at once.
+const KEY_BLOOM_FPP: f64 = 0.001;
 
 /// Writes batches of one table as hour-partitioned Parquet files under a data dir.
 #[derive(Debug)]
@@ -73,7 +80,9 @@ pub struct PartitionedWriter {
     table: String,
     schema: SchemaRef,
     time_column: usize,
-    props: WriterProperties,
+    parquet_schema: SchemaDescriptor,
+    columns: Vec<ColumnSpec>,
+    props: Arc<WriterProperties>,
     seq: AtomicU64,
 }
 
@@ -112,37 +121,37 @@ impl PartitionedWriter {
     /// A writer for `table` (with `schema`, partitioned by the timestamp column `time_column`).
     pub fn new(data_dir: &Path, table: &str, schema: SchemaRef, time_column: &str) -> Result<Self> {
         let time_column = schema.index_of(time_column)?;
-        let mut props = WriterProperties::builder()
-            .set_compression(Compression::ZSTD(ZstdLevel::try_new(3).map_err(|e| {
-                StorageError::Parquet {
-                    path: data_dir.to_path_buf(),
-                    source: e,
+        let parquet_err = |source| StorageError::Parquet {
+            path: data_dir.to_path_buf(),
+            source,
+        };
+        let parquet_schema = ArrowSchemaConverter::new()
+            .convert(&schema)
+            .map_err(parquet_err)?;
+        let columns = schema
+            .fields()
+            .iter()
+            .map(|f| {
+                let name = f.name().as_str();
+                ColumnSpec {
+                    encoding: UNDICTIONARIED
+                        .iter()
+                        .find(|(c, _)| *c == name)
+                        .map(|(_, e)| *e),
+                    bloom_fpp: LOOKUP_KEY_COLUMNS.contains(&name).then_some(
+                        if name.ends_with("tcp_seq") {
+                            SEQ_BLOOM_FPP
+                        } else {
+                            KEY_BLOOM_FPP
+                        },
+                    ),
                 }
-            })?))
-            .set_statistics_enabled(EnabledStatistics::Page)
-            .set_max_row_group_row_count(Some(ROW_GROUP_ROWS))
-            .set_data_page_row_count_limit(PAGE_ROWS);
-        for (column, encoding) in UNDICTIONARIED {
-            if schema.index_of(column).is_ok() {
-                let path = ColumnPath::from(*column);
-                props = props
-                    .set_column_dictionary_enabled(path.clone(), false)
-                    .set_column_encoding(path, *encoding);
-            }
-        }
-        for key in LOOKUP_KEY_COLUMNS {
-            if schema.index_of(key).is_ok() {
-                // Sized by the parquet crate for a row group's distinct values. A lookup probes
-                // syscall ids and string keys across its whole window, many at once, so their
-                // filters are made ~50× more selective (≈ +1 B/span); TCP seqs are probed near
-                // their spans' times only, where the default serves.
-                let path = ColumnPath::from(*key);
-                props = props.set_column_bloom_filter_enabled(path.clone(), true);
-                if !key.ends_with("tcp_seq") {
-                    props = props.set_column_bloom_filter_fpp(path, 0.001);
-                }
-            }
-        }
+            })
+            .collect();
+        // The file's own settings: each column chunk is encoded by `ChunkEncoder`; the footer
+        // carries the Arrow schema so readers get the Arrow types back.
+        let mut props = WriterProperties::builder().build();
+        add_encoded_arrow_schema_to_metadata(&schema, &mut props);
         let dir = paths::table_dir(data_dir, table);
         fs::create_dir_all(&dir).map_err(|source| StorageError::Io {
             op: "creating",
@@ -154,7 +163,9 @@ impl PartitionedWriter {
             table: table.to_string(),
             schema,
             time_column,
-            props: props.build(),
+            parquet_schema,
+            columns,
+            props: Arc::new(props),
             seq: AtomicU64::new(0),
         })
     }
@@ -185,8 +196,6 @@ impl PartitionedWriter {
         if all.num_rows() == 0 {
             return Ok(Vec::new());
         }
-        let order = sort_to_indices(all.column(self.time_column), None, None)?;
-        let all = take_record_batch(&all, &order)?;
         let times = all
             .column(self.time_column)
             .as_any()
@@ -195,27 +204,26 @@ impl PartitionedWriter {
                 table: self.table.clone(),
                 detail: "time column is not Timestamp(µs)".into(),
             })?;
-        let hour = |i: usize| times.value(i).div_euclid(3_600_000_000);
-        let mut hours = BTreeMap::new();
-        for i in 0..times.len() {
-            hours.entry(hour(i)).or_insert(i);
-        }
-        let mut staged = Vec::new();
-        for (&h, &first) in &hours {
-            let part = if hours.len() == 1 {
-                all.clone()
-            } else {
-                let mask: BooleanArray = (0..times.len()).map(|i| Some(hour(i) == h)).collect();
-                filter_record_batch(&all, &mask)?
-            };
-            let time =
-                DateTime::<Utc>::from_timestamp_micros(times.value(first)).unwrap_or_default();
-            staged.push(self.write_file(&part, time)?);
-        }
-        Ok(staged)
+        // Rows in time order, as row numbers: the encoder reads them in this order, so the
+        // batch itself is never copied.
+        let order = if times.values().is_sorted() {
+            (0..all.num_rows() as u32).collect()
+        } else {
+            sort_to_indices(times, None, None)?.values().to_vec()
+        };
+        let hour = |row: u32| times.value(row as usize).div_euclid(3_600_000_000);
+        order
+            .chunk_by(|&a, &b| hour(a) == hour(b))
+            .map(|rows| {
+                let first = times.value(rows[0] as usize);
+                let time = DateTime::<Utc>::from_timestamp_micros(first).unwrap_or_default();
+                self.write_file(&all, rows, time)
+            })
+            .collect()
     }
 
-    fn write_file(&self, batch: &RecordBatch, time: DateTime<Utc>) -> Result<Staged> {
+    /// Writes `rows` of `batch`, in that order, as one Parquet file of the partition of `time`.
+    fn write_file(&self, batch: &RecordBatch, rows: &[u32], time: DateTime<Utc>) -> Result<Staged> {
         let dir = paths::partition_dir(&self.data_dir, &self.table, time);
         fs::create_dir_all(&dir).map_err(|source| StorageError::Io {
             op: "creating",
@@ -234,10 +242,43 @@ impl PartitionedWriter {
             path: path.clone(),
             source,
         };
-        let mut writer =
-            ArrowWriter::try_new(file, Arc::clone(&self.schema), Some(self.props.clone()))
+        let level = ZstdLevel::try_new(ZSTD_LEVEL).map_err(parquet_err)?;
+        let mut encoder = ChunkEncoder::new(level).map_err(parquet_err)?;
+        let mut writer = SerializedFileWriter::new(
+            file,
+            self.parquet_schema.root_schema_ptr(),
+            Arc::clone(&self.props),
+        )
+        .map_err(parquet_err)?;
+        // Column by column (each one's dictionary is built once for the file), then row group
+        // by row group into the file.
+        let groups: Vec<&[u32]> = rows.chunks(ROW_GROUP_ROWS).collect();
+        let mut scan = rows.to_vec();
+        scan.sort_unstable();
+        let mut chunks: Vec<Vec<_>> = groups.iter().map(|_| Vec::new()).collect();
+        for (i, spec) in self.columns.iter().enumerate() {
+            let encoded = encoder
+                .encode(
+                    self.parquet_schema.column(i),
+                    batch.column(i),
+                    &groups,
+                    &scan,
+                    spec,
+                )
                 .map_err(parquet_err)?;
-        writer.write(batch).map_err(parquet_err)?;
+            for (group, chunk) in chunks.iter_mut().zip(encoded) {
+                group.push(chunk);
+            }
+        }
+        for group in chunks {
+            let mut row_group = writer.next_row_group().map_err(parquet_err)?;
+            for chunk in group {
+                row_group
+                    .append_column(&chunk.bytes, chunk.close)
+                    .map_err(parquet_err)?;
+            }
+            row_group.close().map_err(parquet_err)?;
+        }
         let file = writer.into_inner().map_err(parquet_err)?;
         file.sync_all().map_err(|source| StorageError::Io {
             op: "syncing",
@@ -247,7 +288,7 @@ impl PartitionedWriter {
         Ok(Staged {
             tmp,
             path,
-            rows: batch.num_rows(),
+            rows: rows.len(),
         })
     }
 }
@@ -291,12 +332,270 @@ impl TableWriters {
 #[cfg(test)]
 mod tests {
     use arrow::{
-        array::{Int64Array, TimestampMicrosecondArray},
+        array::{
+            ArrayRef, BinaryArray, Int32Array, Int64Array, StringArray, TimestampMicrosecondArray,
+            UInt32Array,
+        },
         datatypes::{DataType, Field, Schema, TimeUnit},
     };
-    use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+    use parquet::{
+        arrow::arrow_reader::{ArrowReaderOptions, ParquetRecordBatchReaderBuilder},
+        bloom_filter::Sbbf,
+        file::{
+            metadata::PageIndexPolicy,
+            page_index::column_index::ColumnIndexMetaData,
+            properties::ReaderProperties,
+            reader::FileReader,
+            serialized_reader::{ReadOptionsBuilder, SerializedFileReader},
+            statistics::Statistics,
+        },
+    };
 
     use super::*;
+
+    /// The rows of `file` as pyarrow (Arrow C++, an independent Parquet reader) reads them, or
+    /// `None` (said loudly) where the repo's Python with pyarrow is missing outside CI.
+    fn read_by_pyarrow(file: &Path) -> Option<RecordBatch> {
+        let venv = Path::new(env!("CARGO_MANIFEST_DIR")).join("../.venv/bin/python3");
+        let ipc = tempfile::NamedTempFile::new().unwrap();
+        let script = "import sys, pyarrow as pa, pyarrow.parquet as pq\n\
+            t = pq.read_table(sys.argv[1])\n\
+            with pa.ipc.new_file(sys.argv[2], t.schema) as w: w.write_table(t)\n";
+        let out = std::process::Command::new(&venv)
+            .args(["-c", script])
+            .arg(file)
+            .arg(ipc.path())
+            .output();
+        match out {
+            Ok(out) if out.status.success() => {}
+            Ok(out) if !String::from_utf8_lossy(&out.stderr).contains("No module named") => {
+                panic!("pyarrow: {}", String::from_utf8_lossy(&out.stderr))
+            }
+            _ if std::env::var("CI").as_deref() == Ok("true") => {
+                panic!(
+                    "{} with pyarrow is missing (scripts/setup.sh makes it)",
+                    venv.display()
+                )
+            }
+            _ => {
+                eprintln!(
+                    "SKIPPED: no pyarrow at {} (run scripts/setup.sh)",
+                    venv.display()
+                );
+                return None;
+            }
+        }
+        let reader =
+            arrow::ipc::reader::FileReader::try_new(File::open(ipc.path()).unwrap(), None).unwrap();
+        let schema = reader.schema();
+        let batches: Vec<RecordBatch> = reader.map(|b| b.unwrap()).collect();
+        Some(concat_batches(&schema, &batches).unwrap())
+    }
+
+    /// A deterministic pseudo-random sequence (xorshift), for test data.
+    fn noise(seed: u64) -> impl Iterator<Item = u64> {
+        std::iter::successors(Some(seed | 1), |x| {
+            let x = x ^ (x << 13);
+            let x = x ^ (x >> 7);
+            Some(x ^ (x << 17))
+        })
+    }
+
+    /// Every physical type and encoding the writer uses, with nulls, over several pages and
+    /// row groups, in shuffled time order: read back by the parquet crate's own reader they
+    /// are the same rows sorted by time, and the statistics, page index and bloom filters
+    /// hold what the rows hold.
+    #[test]
+    fn every_encoding_reads_back_sorted_with_statistics_and_filters() {
+        let n = ROW_GROUP_ROWS + 3 * crate::chunk::PAGE_ROWS + 77;
+        let r: Vec<u64> = noise(7).take(n).collect();
+        let ts = |dt| Field::new("start_time", dt, false);
+        let schema = Arc::new(Schema::new(vec![
+            ts(DataType::Timestamp(
+                TimeUnit::Microsecond,
+                Some("UTC".into()),
+            )),
+            Field::new("_id", DataType::Int64, false),
+            Field::new("response_duration", DataType::Int64, false),
+            Field::new("client_port", DataType::Int32, false),
+            Field::new("agent_id", DataType::Int32, false),
+            Field::new("req_tcp_seq", DataType::UInt32, true),
+            Field::new("endpoint", DataType::Utf8, true),
+            Field::new("request_resource", DataType::Utf8, true),
+            Field::new("x_request_id_0", DataType::Utf8, true),
+            Field::new("trace_id", DataType::Utf8, true),
+            Field::new("tunnel_id", DataType::Int64, true),
+            Field::new("captured_headers", DataType::Binary, true),
+        ]));
+        // Times within one hour, shuffled; every other column derived from the row's time so
+        // the sorted read-back can be checked row by row.
+        let hour = 3_600_000_000i64 * 500_000;
+        let t: Vec<i64> = r
+            .iter()
+            .map(|x| hour + (x % 3_000_000_000) as i64)
+            .collect();
+        let f = |t: i64| (t - hour) as u64;
+        let seq = |t: i64| (f(t) % 7 != 0).then_some((f(t) as u32).wrapping_mul(2654435761));
+        let endpoint = |t: i64| (f(t) % 5 != 0).then(|| format!("/api/v{}", f(t) % 3));
+        let resource = |t: i64| Some(format!("/api/item/{}", f(t) % 100_000));
+        let xrid = |t: i64| {
+            (f(t) % 2 == 0).then(|| format!("{:032x}", f(t).wrapping_mul(0x9e3779b97f4a7c15)))
+        };
+        let trace = |t: i64| (f(t) % 11 == 0).then(|| format!("trace-{}", f(t) % 9));
+        let headers =
+            |t: i64| (f(t) % 3 == 0).then(|| vec![(f(t) % 256) as u8; (f(t) % 9) as usize]);
+        let columns = |t: &[i64]| -> Vec<ArrayRef> {
+            vec![
+                Arc::new(TimestampMicrosecondArray::from(t.to_vec()).with_timezone("UTC")),
+                Arc::new(Int64Array::from_iter_values(t.iter().map(|&t| t << 8 | 3))),
+                Arc::new(Int64Array::from_iter_values(
+                    t.iter().map(|&t| f(t) as i64 % 90_000),
+                )),
+                Arc::new(Int32Array::from_iter_values(
+                    t.iter().map(|&t| (f(t) % 60_000) as i32),
+                )),
+                Arc::new(Int32Array::from_iter_values(
+                    t.iter().map(|&t| (f(t) % 4) as i32),
+                )),
+                Arc::new(t.iter().map(|&t| seq(t)).collect::<UInt32Array>()),
+                Arc::new(t.iter().map(|&t| endpoint(t)).collect::<StringArray>()),
+                Arc::new(t.iter().map(|&t| resource(t)).collect::<StringArray>()),
+                Arc::new(t.iter().map(|&t| xrid(t)).collect::<StringArray>()),
+                Arc::new(t.iter().map(|&t| trace(t)).collect::<StringArray>()),
+                Arc::new(Int64Array::from(vec![None; t.len()])),
+                Arc::new(t.iter().map(|&t| headers(t)).collect::<BinaryArray>()),
+            ]
+        };
+        let input = RecordBatch::try_new(Arc::clone(&schema), columns(&t)).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let w = PartitionedWriter::new(dir.path(), "x", Arc::clone(&schema), "start_time").unwrap();
+        // Two input batches: the flush concatenates them before sorting.
+        let half = n / 2;
+        let stats = w
+            .write(&[input.slice(0, half), input.slice(half, n - half)])
+            .unwrap();
+        assert_eq!((stats.rows, stats.files.len()), (n, 1));
+
+        let mut sorted = t.clone();
+        sorted.sort();
+        let expected = RecordBatch::try_new(Arc::clone(&schema), columns(&sorted)).unwrap();
+        let file = File::open(&stats.files[0]).unwrap();
+        let options = ArrowReaderOptions::new().with_page_index_policy(PageIndexPolicy::Required);
+        let reader = ParquetRecordBatchReaderBuilder::try_new_with_options(file, options).unwrap();
+        assert_eq!(
+            reader.schema().as_ref(),
+            schema.as_ref(),
+            "Arrow types restored"
+        );
+        let meta = Arc::clone(reader.metadata());
+        let got: Vec<RecordBatch> = reader.build().unwrap().map(|b| b.unwrap()).collect();
+        let got = concat_batches(&schema, &got).unwrap();
+        assert_eq!(got, expected);
+        assert_eq!(read_by_pyarrow(&stats.files[0]), Some(expected.clone()));
+
+        // Row groups, pages, and what each column chunk was stored as.
+        assert_eq!(meta.num_row_groups(), 2);
+        let rg = meta.row_group(0);
+        assert_eq!(rg.num_rows(), ROW_GROUP_ROWS as i64);
+        let encodings = |c: usize| rg.column(c).encodings().collect::<Vec<_>>();
+        assert!(encodings(1).contains(&Encoding::DELTA_BINARY_PACKED));
+        assert!(encodings(2).contains(&Encoding::BYTE_STREAM_SPLIT));
+        assert!(encodings(4).contains(&Encoding::RLE_DICTIONARY), "4 agents");
+        assert!(
+            encodings(6).contains(&Encoding::RLE_DICTIONARY),
+            "3 endpoints"
+        );
+        assert!(
+            !encodings(5).contains(&Encoding::RLE_DICTIONARY),
+            "seqs are plain"
+        );
+        assert!(encodings(8).contains(&Encoding::DELTA_LENGTH_BYTE_ARRAY));
+        let offsets = meta.offset_index().unwrap();
+        assert_eq!(offsets[0][0].page_locations.len(), 8);
+        assert_eq!(offsets[1][0].page_locations.len(), 4);
+
+        // Chunk statistics: unsigned order for the UInt32 column, nulls counted.
+        let first_rows = expected.slice(0, ROW_GROUP_ROWS);
+        let seqs: Vec<u32> = first_rows
+            .column(5)
+            .as_any()
+            .downcast_ref::<UInt32Array>()
+            .unwrap()
+            .iter()
+            .flatten()
+            .collect();
+        match rg.column(5).statistics().unwrap() {
+            Statistics::Int32(s) => {
+                assert_eq!(*s.min_opt().unwrap() as u32, *seqs.iter().min().unwrap());
+                assert_eq!(*s.max_opt().unwrap() as u32, *seqs.iter().max().unwrap());
+                assert_eq!(
+                    s.null_count_opt(),
+                    Some((ROW_GROUP_ROWS - seqs.len()) as u64)
+                );
+            }
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(
+            rg.column(10).statistics().unwrap().null_count_opt(),
+            Some(ROW_GROUP_ROWS as u64)
+        );
+        // The page index of the sorted time column: ascending, each page's bounds its rows'.
+        let time_index = &meta.column_index().unwrap()[0][0];
+        assert_eq!(
+            time_index.get_boundary_order(),
+            Some(parquet::basic::BoundaryOrder::ASCENDING)
+        );
+        match time_index {
+            ColumnIndexMetaData::INT64(index) => {
+                for p in 0..8 {
+                    let page =
+                        &sorted[p * crate::chunk::PAGE_ROWS..(p + 1) * crate::chunk::PAGE_ROWS];
+                    assert_eq!(index.min_value(p), Some(&page[0]));
+                    assert_eq!(index.max_value(p), page.last());
+                }
+            }
+            other => panic!("{other:?}"),
+        }
+        match &meta.column_index().unwrap()[0][6] {
+            ColumnIndexMetaData::BYTE_ARRAY(index) => {
+                assert_eq!(index.min_value(0), Some(&b"/api/v0"[..]));
+                assert_eq!(index.max_value(0), Some(&b"/api/v2"[..]));
+            }
+            other => panic!("{other:?}"),
+        }
+
+        // Bloom filters on the key columns hold every value of their row group.
+        let options = ReadOptionsBuilder::new()
+            .with_reader_properties(
+                ReaderProperties::builder()
+                    .set_read_bloom_filter(true)
+                    .build(),
+            )
+            .build();
+        let reader =
+            SerializedFileReader::new_with_options(File::open(&stats.files[0]).unwrap(), options)
+                .unwrap();
+        let rg_reader = reader.get_row_group(0).unwrap();
+        let filter = |c: usize| -> Sbbf { rg_reader.get_column_bloom_filter(c).cloned().unwrap() };
+        for s in &seqs {
+            assert!(filter(5).check(&(*s as i32)));
+        }
+        let ids = first_rows
+            .column(8)
+            .as_any()
+            .downcast_ref::<StringArray>()
+            .unwrap();
+        for id in ids.iter().flatten() {
+            assert!(filter(8).check(id));
+        }
+        let misses = (0..10_000u32)
+            .filter(|i| filter(8).check(&format!("absent-{i}")[..]))
+            .count();
+        assert!(
+            misses < 100,
+            "{misses} false positives in 10 000 at fpp 0.001"
+        );
+    }
 
     #[test]
     fn splits_by_hour_and_reads_back() {

@@ -59,7 +59,7 @@ use crate::{
 pub const KEY_INDEX_BYTES: usize = 512 << 20;
 
 /// Rows per block, the unit in which found rows are decoded (a data page of the writer's).
-const BLOCK_ROWS: usize = 8 * 1024;
+const BLOCK_ROWS: usize = wiretrace_storage::PAGE_ROWS;
 
 /// The rows of block `b` of a row group (cut at the row group's end where read).
 fn block_rows(b: usize) -> Range<usize> {

@@ -1,0 +1,560 @@
+//! One Parquet column chunk encoded from an Arrow column, its rows taken in a given order (the
+//! flush's sort is a list of row numbers, never a copy of the batch): data pages of
+//! [`PAGE_ROWS`] rows, a dictionary only where it stores the chunk smaller than plain values,
+//! zstd, statistics per chunk and per page (the page index), and a bloom filter when asked.
+
+use std::{hash::Hash, sync::Arc};
+
+use arrow::{
+    array::{Array, AsArray},
+    buffer::NullBuffer,
+    datatypes::{DataType, Int32Type, Int64Type, TimeUnit, TimestampMicrosecondType, UInt32Type},
+};
+use parquet::{
+    basic::{BoundaryOrder, Compression, Encoding, Type, ZstdLevel},
+    bloom_filter::Sbbf,
+    column::{
+        page::{CompressedPage, Page, PageWriter},
+        writer::ColumnCloseResult,
+    },
+    data_type::ByteArray,
+    errors::{ParquetError, Result},
+    file::{
+        metadata::{ColumnChunkMetaData, ColumnIndexBuilder, OffsetIndexBuilder},
+        page_index::column_index::ColumnIndexMetaData,
+        statistics::Statistics,
+        writer::{SerializedPageWriter, TrackedWrite},
+    },
+    schema::types::ColumnDescPtr,
+};
+
+use crate::encoding::{self, LeBytes};
+
+/// Rows per data page at most: a lookup that finds a row in a row group decodes one page of
+/// each column it reads, not the whole column.
+pub const PAGE_ROWS: usize = 8 * 1024;
+
+/// How one column is stored.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct ColumnSpec {
+    /// Its encoding; `None` means a dictionary where it pays, plain values where not.
+    pub(crate) encoding: Option<Encoding>,
+    /// False-positive rate of its bloom filter, if it has one.
+    pub(crate) bloom_fpp: Option<f64>,
+}
+
+/// An encoded column chunk: its bytes (offsets in the metadata count from their start) and
+/// what the file writer needs to place it.
+#[derive(Debug)]
+pub(crate) struct Encoded {
+    /// Pages, dictionary first.
+    pub(crate) bytes: bytes::Bytes,
+    /// Metadata, statistics, page index and bloom filter.
+    pub(crate) close: ColumnCloseResult,
+}
+
+/// Encodes column chunks, reusing one zstd context for every page.
+pub(crate) struct ChunkEncoder {
+    zstd: zstd::bulk::Compressor<'static>,
+    level: ZstdLevel,
+}
+
+impl std::fmt::Debug for ChunkEncoder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ChunkEncoder")
+            .field("level", &self.level)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ChunkEncoder {
+    /// An encoder compressing pages with zstd at `level`.
+    pub(crate) fn new(level: ZstdLevel) -> Result<Self> {
+        let zstd = zstd::bulk::Compressor::new(level.compression_level())
+            .map_err(|e| ParquetError::External(Box::new(e)))?;
+        Ok(Self { zstd, level })
+    }
+
+    /// Encodes `array` as the column `descr` of each row group in `groups` (row numbers, in
+    /// the order they are stored); `scan` holds the same rows in ascending order.
+    pub(crate) fn encode(
+        &mut self,
+        descr: ColumnDescPtr,
+        array: &dyn Array,
+        groups: &[&[u32]],
+        scan: &[u32],
+        spec: &ColumnSpec,
+    ) -> Result<Vec<Encoded>> {
+        let nulls = array.logical_nulls().filter(|n| n.null_count() > 0);
+        let nulls = nulls.as_ref();
+        match array.data_type() {
+            DataType::Int32 => {
+                let v = array.as_primitive::<Int32Type>().values();
+                self.column(descr, groups, scan, nulls, |r| v[r], spec)
+            }
+            DataType::UInt32 => {
+                let v = array.as_primitive::<UInt32Type>().values();
+                self.column(descr, groups, scan, nulls, |r| v[r], spec)
+            }
+            DataType::Int64 => {
+                let v = array.as_primitive::<Int64Type>().values();
+                self.column(descr, groups, scan, nulls, |r| v[r], spec)
+            }
+            DataType::Timestamp(TimeUnit::Microsecond, _) => {
+                let v = array.as_primitive::<TimestampMicrosecondType>().values();
+                self.column(descr, groups, scan, nulls, |r| v[r], spec)
+            }
+            DataType::Utf8 => {
+                let a = array.as_string::<i32>();
+                self.column(descr, groups, scan, nulls, |r| a.value(r).as_bytes(), spec)
+            }
+            DataType::Binary => {
+                let a = array.as_binary::<i32>();
+                self.column(descr, groups, scan, nulls, |r| a.value(r), spec)
+            }
+            other => Err(ParquetError::NYI(format!(
+                "column {}: storing {other} is not supported",
+                descr.name()
+            ))),
+        }
+    }
+
+    fn column<V: Value>(
+        &mut self,
+        descr: ColumnDescPtr,
+        groups: &[&[u32]],
+        scan: &[u32],
+        nulls: Option<&NullBuffer>,
+        value: impl Fn(usize) -> V,
+        spec: &ColumnSpec,
+    ) -> Result<Vec<Encoded>> {
+        let valid = |r: u32| nulls.is_none_or(|n| n.is_valid(r as usize));
+        let interned = match spec.encoding {
+            None => Interned::build(scan, &valid, &value),
+            Some(_) => None,
+        };
+        let mut local = Vec::new();
+        groups
+            .iter()
+            .map(|rows| {
+                let dictionary = interned.as_ref().and_then(|i| {
+                    let keys = rows
+                        .iter()
+                        .filter(|&&r| valid(r))
+                        .map(|&r| i.key[r as usize]);
+                    i.chunk(keys, &mut local)
+                });
+                let values: Vec<V> = match dictionary {
+                    Some(_) => Vec::new(),
+                    None => rows
+                        .iter()
+                        .filter(|&&r| valid(r))
+                        .map(|&r| value(r as usize))
+                        .collect(),
+                };
+                self.chunk(Arc::clone(&descr), rows, nulls, values, dictionary, spec)
+            })
+            .collect()
+    }
+
+    fn chunk<V: Value>(
+        &mut self,
+        descr: ColumnDescPtr,
+        rows: &[u32],
+        nulls: Option<&NullBuffer>,
+        values: Vec<V>,
+        dictionary: Option<Dictionary<V>>,
+        spec: &ColumnSpec,
+    ) -> Result<Encoded> {
+        let valid = |r: u32| nulls.is_none_or(|n| n.is_valid(r as usize));
+        let mut sink = TrackedWrite::new(Vec::new());
+        let mut pages = SerializedPageWriter::new(&mut sink);
+        let mut totals = (0i64, 0i64);
+        let mut add = |spec: parquet::column::page::PageWriteSpec| {
+            totals.0 += spec.compressed_size as i64;
+            totals.1 += spec.uncompressed_size as i64;
+            spec
+        };
+        let mut buf = Vec::new();
+        if let Some(d) = &dictionary {
+            V::plain(&d.values, &mut buf);
+            let page = Page::DictionaryPage {
+                buf: self.compress(&buf)?,
+                num_values: d.values.len() as u32,
+                encoding: Encoding::PLAIN,
+                is_sorted: false,
+            };
+            add(pages.write_page(CompressedPage::new(page, buf.len()))?);
+        }
+        let encoding = match (&dictionary, spec.encoding) {
+            (Some(_), _) => Encoding::RLE_DICTIONARY,
+            (None, e) => e.unwrap_or(Encoding::PLAIN),
+        };
+        let mut stats = PageStats::new(V::TYPE);
+        let mut offsets = OffsetIndexBuilder::new();
+        let mut data_page_offset = None;
+        let mut levels = Vec::new();
+        let mut from = 0;
+        for page_rows in rows.chunks(PAGE_ROWS) {
+            buf.clear();
+            let count = match nulls {
+                None => page_rows.len(),
+                Some(_) => page_rows.iter().filter(|&&r| valid(r)).count(),
+            };
+            if descr.max_def_level() > 0 {
+                buf.extend_from_slice(&[0; 4]);
+                if count == page_rows.len() {
+                    encoding::rle_run(1, count, 1, &mut buf);
+                } else {
+                    levels.clear();
+                    levels.extend(page_rows.iter().map(|&r| u32::from(valid(r))));
+                    encoding::rle_hybrid(&levels, 1, &mut buf);
+                }
+                let len = (buf.len() - 4) as u32;
+                buf[..4].copy_from_slice(&len.to_le_bytes());
+            }
+            match &dictionary {
+                Some(d) => {
+                    let keys = &d.keys[from..from + count];
+                    let width = d.width();
+                    buf.push(width);
+                    encoding::rle_hybrid(keys, width, &mut buf);
+                    let ranked = || keys.iter().map(|&k| (d.rank[k as usize], k));
+                    let value = |k: Option<(u32, u32)>| k.map(|(_, k)| d.values[k as usize]);
+                    let nulls = page_rows.len() - count;
+                    stats.page(value(ranked().min()), value(ranked().max()), nulls);
+                }
+                None => {
+                    let page_values = &values[from..from + count];
+                    V::encode(page_values, encoding, &mut buf)?;
+                    let min = page_values.iter().min().copied();
+                    let max = page_values.iter().max().copied();
+                    stats.page(min, max, page_rows.len() - count);
+                }
+            }
+            from += count;
+            let page = Page::DataPage {
+                buf: self.compress(&buf)?,
+                num_values: page_rows.len() as u32,
+                encoding,
+                def_level_encoding: Encoding::RLE,
+                rep_level_encoding: Encoding::RLE,
+                statistics: None,
+            };
+            let written = add(pages.write_page(CompressedPage::new(page, buf.len()))?);
+            data_page_offset.get_or_insert(written.offset as i64);
+            offsets.append_offset_and_size(written.offset as i64, written.bytes_written as i32);
+            offsets.append_row_count(page_rows.len() as i64);
+        }
+        pages.close()?;
+        let bloom_filter = match spec.bloom_fpp {
+            Some(fpp) => {
+                let distinct = dictionary.as_ref().map_or(&values, |d| &d.values);
+                let mut filter = Sbbf::new_with_ndv_fpp(distinct.len().max(1) as u64, fpp)?;
+                for &v in distinct {
+                    v.bloom(&mut filter);
+                }
+                filter.fold_to_target_fpp(fpp);
+                Some(filter)
+            }
+            None => None,
+        };
+        let mut encodings = vec![encoding];
+        if dictionary.is_some() {
+            encodings.push(Encoding::PLAIN);
+        }
+        if descr.max_def_level() > 0 {
+            encodings.push(Encoding::RLE);
+        }
+        let (column_index, statistics) = stats.finish()?;
+        let metadata = ColumnChunkMetaData::builder(descr)
+            .set_compression(Compression::ZSTD(self.level))
+            .set_encodings(encodings)
+            .set_num_values(rows.len() as i64)
+            .set_total_compressed_size(totals.0)
+            .set_total_uncompressed_size(totals.1)
+            .set_data_page_offset(data_page_offset.unwrap_or(0))
+            .set_dictionary_page_offset(dictionary.as_ref().map(|_| 0))
+            .set_statistics(statistics)
+            .build()?;
+        Ok(Encoded {
+            bytes: sink.into_inner()?.into(),
+            close: ColumnCloseResult {
+                bytes_written: totals.0 as u64,
+                rows_written: rows.len() as u64,
+                metadata,
+                bloom_filter,
+                column_index: Some(column_index),
+                offset_index: Some(offsets.build()),
+            },
+        })
+    }
+
+    fn compress(&mut self, buf: &[u8]) -> Result<bytes::Bytes> {
+        self.zstd
+            .compress(buf)
+            .map(Into::into)
+            .map_err(|e| ParquetError::External(Box::new(e)))
+    }
+}
+
+/// A column's distinct values over all the rows of a file, interned in row order (the order
+/// the batch is in memory, so the strings are read front to back once).
+struct Interned<V> {
+    values: Vec<V>,
+    /// Each row's value's index (rows that are null or not in the file: unset).
+    key: Vec<u32>,
+    /// Each value's place in sorted order (page minima and maxima compare these).
+    rank: Vec<u32>,
+    /// Bytes each value takes PLAIN encoded.
+    plain_len: Vec<u32>,
+}
+
+impl<V: Value> Interned<V> {
+    /// The distinct values of `rows` (ascending), or `None` when more than half the rows are
+    /// distinct (then no chunk's dictionary can pay).
+    fn build(
+        rows: &[u32],
+        valid: &impl Fn(u32) -> bool,
+        value: &impl Fn(usize) -> V,
+    ) -> Option<Self> {
+        let limit = rows.len() / 2 + 1;
+        let mut key = vec![u32::MAX; rows.last().map_or(0, |&r| r as usize + 1)];
+        let mut ids = foldhash::HashMap::with_capacity_and_hasher(64, Default::default());
+        let mut values = Vec::new();
+        let mut last = None;
+        for &r in rows.iter().filter(|&&r| valid(r)) {
+            let v = value(r as usize);
+            let k = match last {
+                Some((l, k)) if l == v => k,
+                _ => *ids.entry(v).or_insert_with(|| {
+                    values.push(v);
+                    values.len() as u32 - 1
+                }),
+            };
+            if values.len() > limit {
+                return None;
+            }
+            key[r as usize] = k;
+            last = Some((v, k));
+        }
+        let mut order: Vec<u32> = (0..values.len() as u32).collect();
+        order.sort_unstable_by_key(|&k| values[k as usize]);
+        let mut rank = vec![0; values.len()];
+        for (r, &k) in order.iter().enumerate() {
+            rank[k as usize] = r as u32;
+        }
+        let plain_len = values.iter().map(|v| v.plain_len() as u32).collect();
+        Some(Self {
+            values,
+            key,
+            rank,
+            plain_len,
+        })
+    }
+
+    /// The dictionary of one chunk whose values have the interned `keys`, or `None` when plain
+    /// values store it smaller. `local` maps interned keys to the chunk's (all unset between
+    /// calls).
+    fn chunk(
+        &self,
+        keys: impl Iterator<Item = u32>,
+        local: &mut Vec<u32>,
+    ) -> Option<Dictionary<V>> {
+        local.resize(self.values.len(), u32::MAX);
+        let (mut used, mut chunk_keys, mut plain) = (Vec::new(), Vec::new(), 0usize);
+        for k in keys {
+            let l = &mut local[k as usize];
+            if *l == u32::MAX {
+                *l = used.len() as u32;
+                used.push(k);
+            }
+            chunk_keys.push(*l);
+            plain += self.plain_len[k as usize] as usize;
+        }
+        for &k in &used {
+            local[k as usize] = u32::MAX;
+        }
+        let width = encoding::bit_width(used.len() as u64);
+        let dictionary: usize = used
+            .iter()
+            .map(|&k| self.plain_len[k as usize] as usize)
+            .sum::<usize>()
+            + chunk_keys.len() * usize::from(width) / 8;
+        if used.is_empty() || dictionary >= plain {
+            return None;
+        }
+        Some(Dictionary {
+            values: used.iter().map(|&k| self.values[k as usize]).collect(),
+            rank: used.iter().map(|&k| self.rank[k as usize]).collect(),
+            keys: chunk_keys,
+        })
+    }
+}
+
+/// One chunk's dictionary: its distinct values and each value's index into them.
+struct Dictionary<V> {
+    values: Vec<V>,
+    keys: Vec<u32>,
+    /// Each value's place in sorted order among the file's values of the column.
+    rank: Vec<u32>,
+}
+
+impl<V> Dictionary<V> {
+    /// Bits per index.
+    fn width(&self) -> u8 {
+        encoding::bit_width(self.values.len() as u64 - 1)
+    }
+}
+
+/// Minima, maxima and null counts page by page, and over the chunk.
+struct PageStats<V> {
+    index: ColumnIndexBuilder,
+    min: Option<V>,
+    max: Option<V>,
+    nulls: u64,
+    ascending: bool,
+    descending: bool,
+    last: Option<(V, V)>,
+}
+
+impl<V: Value> PageStats<V> {
+    fn new(physical: Type) -> Self {
+        Self {
+            index: ColumnIndexBuilder::new(physical),
+            min: None,
+            max: None,
+            nulls: 0,
+            ascending: true,
+            descending: true,
+            last: None,
+        }
+    }
+
+    fn page(&mut self, min: Option<V>, max: Option<V>, nulls: usize) {
+        self.nulls += nulls as u64;
+        match (min, max) {
+            (Some(min), Some(max)) => {
+                if let Some((lmin, lmax)) = self.last {
+                    self.ascending &= lmin <= min && lmax <= max;
+                    self.descending &= lmin >= min && lmax >= max;
+                }
+                self.last = Some((min, max));
+                self.min = Some(self.min.map_or(min, |m| m.min(min)));
+                self.max = Some(self.max.map_or(max, |m| m.max(max)));
+                self.index
+                    .append(false, min.stat_bytes(), max.stat_bytes(), nulls as i64);
+            }
+            _ => self
+                .index
+                .append(true, Vec::new(), Vec::new(), nulls as i64),
+        }
+    }
+
+    fn finish(mut self) -> Result<(ColumnIndexMetaData, Statistics)> {
+        self.index
+            .set_boundary_order(match (self.ascending, self.descending) {
+                (true, _) => BoundaryOrder::ASCENDING,
+                (false, true) => BoundaryOrder::DESCENDING,
+                (false, false) => BoundaryOrder::UNORDERED,
+            });
+        Ok((
+            self.index.build()?,
+            V::statistics(self.min, self.max, self.nulls),
+        ))
+    }
+}
+
+/// A value of a Parquet physical type as the chunk encoder handles it.
+trait Value: Copy + Ord + Hash {
+    /// Its physical type.
+    const TYPE: Type;
+    /// Bytes it takes PLAIN encoded.
+    fn plain_len(self) -> usize;
+    /// Appends `values` PLAIN encoded.
+    fn plain(values: &[Self], out: &mut Vec<u8>);
+    /// Appends `values` in `encoding` (any but a dictionary).
+    fn encode(values: &[Self], encoding: Encoding, out: &mut Vec<u8>) -> Result<()>;
+    /// Its bytes in statistics and the page index.
+    fn stat_bytes(self) -> Vec<u8>;
+    /// Adds it to a bloom filter.
+    fn bloom(self, filter: &mut Sbbf);
+    /// Chunk statistics.
+    fn statistics(min: Option<Self>, max: Option<Self>, nulls: u64) -> Statistics;
+}
+
+fn unsupported(encoding: Encoding, physical: Type) -> ParquetError {
+    ParquetError::NYI(format!("{encoding} for {physical}"))
+}
+
+macro_rules! fixed_value {
+    ($t:ty, $physical:expr, $stat:ident, $as:ty, $wide:ty) => {
+        impl Value for $t {
+            const TYPE: Type = $physical;
+            fn plain_len(self) -> usize {
+                <$t as LeBytes>::WIDTH
+            }
+            fn plain(values: &[Self], out: &mut Vec<u8>) {
+                encoding::plain(values, out)
+            }
+            fn encode(values: &[Self], e: Encoding, out: &mut Vec<u8>) -> Result<()> {
+                match e {
+                    Encoding::PLAIN => encoding::plain(values, out),
+                    Encoding::BYTE_STREAM_SPLIT => encoding::byte_stream_split(values, out),
+                    Encoding::DELTA_BINARY_PACKED => {
+                        let wide: Vec<i64> = values.iter().map(|&v| v as $wide as i64).collect();
+                        encoding::delta_binary_packed(&wide, out)
+                    }
+                    _ => return Err(unsupported(e, Self::TYPE)),
+                }
+                Ok(())
+            }
+            fn stat_bytes(self) -> Vec<u8> {
+                self.to_le_bytes().to_vec()
+            }
+            fn bloom(self, filter: &mut Sbbf) {
+                filter.insert(&(self as $as));
+            }
+            fn statistics(min: Option<Self>, max: Option<Self>, nulls: u64) -> Statistics {
+                Statistics::$stat(
+                    min.map(|v| v as $as),
+                    max.map(|v| v as $as),
+                    None,
+                    Some(nulls),
+                    false,
+                )
+            }
+        }
+    };
+}
+fixed_value!(i32, Type::INT32, int32, i32, i32);
+fixed_value!(u32, Type::INT32, int32, i32, i32);
+fixed_value!(i64, Type::INT64, int64, i64, i64);
+
+impl Value for &[u8] {
+    const TYPE: Type = Type::BYTE_ARRAY;
+    fn plain_len(self) -> usize {
+        4 + self.len()
+    }
+    fn plain(values: &[Self], out: &mut Vec<u8>) {
+        encoding::plain_bytes(values.iter().copied(), out)
+    }
+    fn encode(values: &[Self], e: Encoding, out: &mut Vec<u8>) -> Result<()> {
+        match e {
+            Encoding::PLAIN => encoding::plain_bytes(values.iter().copied(), out),
+            Encoding::DELTA_LENGTH_BYTE_ARRAY => encoding::delta_length_bytes(values, out),
+            _ => return Err(unsupported(e, Self::TYPE)),
+        }
+        Ok(())
+    }
+    fn stat_bytes(self) -> Vec<u8> {
+        self.to_vec()
+    }
+    fn bloom(self, filter: &mut Sbbf) {
+        filter.insert(self);
+    }
+    fn statistics(min: Option<Self>, max: Option<Self>, nulls: u64) -> Statistics {
+        let bytes = |v: Option<&[u8]>| v.map(|v| ByteArray::from(v.to_vec()));
+        Statistics::byte_array(bytes(min), bytes(max), None, Some(nulls), false)
+    }
+}

@@ -1,0 +1,220 @@
+//! Parquet value encodings, written straight from slices: the RLE / bit-packing hybrid (for
+//! definition levels and dictionary indexes), delta binary packing, byte stream split and plain.
+//! Byte layouts follow the Parquet format's Encodings.md.
+
+/// Bits needed to store every value up to `max`.
+pub(crate) fn bit_width(max: u64) -> u8 {
+    (64 - max.leading_zeros()) as u8
+}
+
+/// Appends `v` as an unsigned LEB128 varint.
+fn uleb(mut v: u64, out: &mut Vec<u8>) {
+    while v >= 0x80 {
+        out.push(v as u8 | 0x80);
+        v >>= 7;
+    }
+    out.push(v as u8);
+}
+
+/// Appends `v` zigzag encoded as a varint.
+fn zigzag(v: i64, out: &mut Vec<u8>) {
+    uleb(((v << 1) ^ (v >> 63)) as u64, out);
+}
+
+/// Appends `values` bit-packed LSB first, `width` bits each, then zero bits up to a whole
+/// number of groups of 8 values (`width` bytes each).
+fn bit_pack(values: impl Iterator<Item = u64>, width: u8, out: &mut Vec<u8>) {
+    if width == 0 {
+        return;
+    }
+    let (start, width) = (out.len(), u32::from(width));
+    let mut count = 0usize;
+    if width <= 32 {
+        // Fewer than 32 bits wait in the accumulator when a value is added: 63 bits fit a u64.
+        let (mut acc, mut bits) = (0u64, 0u32);
+        for v in values {
+            acc |= v << bits;
+            bits += width;
+            count += 1;
+            if bits >= 32 {
+                out.extend_from_slice(&(acc as u32).to_le_bytes());
+                acc >>= 32;
+                bits -= 32;
+            }
+        }
+        out.extend_from_slice(&acc.to_le_bytes()[..bits.div_ceil(8) as usize]);
+    } else {
+        let (mut acc, mut bits) = (0u128, 0u32);
+        for v in values {
+            acc |= u128::from(v) << bits;
+            bits += width;
+            count += 1;
+            if bits >= 64 {
+                out.extend_from_slice(&(acc as u64).to_le_bytes());
+                acc >>= 64;
+                bits -= 64;
+            }
+        }
+        out.extend_from_slice(&acc.to_le_bytes()[..bits.div_ceil(8) as usize]);
+    }
+    let groups = count.div_ceil(8);
+    out.resize(start + groups * width as usize, 0);
+}
+
+/// Runs of one value at least this long are stored as RLE runs; shorter ones are bit-packed.
+const MIN_RLE_RUN: usize = 8;
+
+/// Appends one RLE run: `value` (below 2^`width`) `count` times.
+pub(crate) fn rle_run(value: u32, count: usize, width: u8, out: &mut Vec<u8>) {
+    uleb((count as u64) << 1, out);
+    out.extend_from_slice(&value.to_le_bytes()[..usize::from(width).div_ceil(8)]);
+}
+
+/// Appends `values` (each below 2^`width`) in the RLE / bit-packing hybrid encoding.
+pub(crate) fn rle_hybrid(values: &[u32], width: u8, out: &mut Vec<u8>) {
+    let literal = |from: usize, to: usize, out: &mut Vec<u8>| {
+        if from < to {
+            let groups = (to - from).div_ceil(8);
+            uleb(((groups as u64) << 1) | 1, out);
+            bit_pack(values[from..to].iter().map(|&v| u64::from(v)), width, out);
+        }
+    };
+    let (mut start, mut i) = (0, 0);
+    while i < values.len() {
+        let v = values[i];
+        let run = values[i..].iter().take_while(|&&x| x == v).count();
+        // A bit-packed run holds whole groups of 8: the literals before this run borrow
+        // values from it to fill their last group.
+        let borrow = (8 - (i - start) % 8) % 8;
+        if run >= borrow + MIN_RLE_RUN {
+            literal(start, i + borrow, out);
+            rle_run(v, run - borrow, width, out);
+            start = i + run;
+        }
+        i += run;
+    }
+    literal(start, values.len(), out);
+}
+
+/// Values per delta block, and miniblocks per block (32 values each).
+const DELTA_BLOCK: usize = 128;
+const DELTA_MINIBLOCKS: usize = 4;
+
+/// Appends `values` in the DELTA_BINARY_PACKED encoding (wrapping arithmetic, as the format
+/// specifies).
+pub(crate) fn delta_binary_packed(values: &[i64], out: &mut Vec<u8>) {
+    uleb(DELTA_BLOCK as u64, out);
+    uleb(DELTA_MINIBLOCKS as u64, out);
+    uleb(values.len() as u64, out);
+    zigzag(values.first().copied().unwrap_or(0), out);
+    let mini = DELTA_BLOCK / DELTA_MINIBLOCKS;
+    let mut deltas = [0i64; DELTA_BLOCK];
+    for start in (1..values.len()).step_by(DELTA_BLOCK) {
+        let end = (start + DELTA_BLOCK).min(values.len());
+        for (d, i) in deltas.iter_mut().zip(start..end) {
+            *d = values[i].wrapping_sub(values[i - 1]);
+        }
+        let deltas = &deltas[..end - start];
+        let min = deltas.iter().copied().min().unwrap_or(0);
+        zigzag(min, out);
+        let widths: Vec<u8> = (0..DELTA_MINIBLOCKS)
+            .map(|m| {
+                let part = deltas.get(m * mini..((m + 1) * mini).min(deltas.len()));
+                let max = part
+                    .unwrap_or_default()
+                    .iter()
+                    .map(|d| d.wrapping_sub(min) as u64)
+                    .max();
+                max.map_or(0, bit_width)
+            })
+            .collect();
+        out.extend_from_slice(&widths);
+        for (m, part) in deltas.chunks(mini).enumerate() {
+            // A miniblock is always whole: the last one is padded to its full length.
+            let padded = part.iter().map(|d| d.wrapping_sub(min) as u64);
+            let padding = std::iter::repeat_n(0, mini - part.len());
+            bit_pack(padded.chain(padding), widths[m], out);
+        }
+    }
+}
+
+/// A fixed-width value as its little-endian bytes.
+pub(crate) trait LeBytes: Copy {
+    /// Its byte width.
+    const WIDTH: usize;
+    /// Appends its little-endian bytes.
+    fn put(self, out: &mut Vec<u8>);
+}
+
+macro_rules! le_bytes {
+    ($($t:ty),*) => {$(
+        impl LeBytes for $t {
+            const WIDTH: usize = std::mem::size_of::<$t>();
+            fn put(self, out: &mut Vec<u8>) {
+                out.extend_from_slice(&self.to_le_bytes());
+            }
+        }
+    )*};
+}
+le_bytes!(i32, u32, i64);
+
+/// Appends `values` PLAIN encoded.
+pub(crate) fn plain<T: LeBytes>(values: &[T], out: &mut Vec<u8>) {
+    out.reserve(values.len() * T::WIDTH);
+    for &v in values {
+        v.put(out);
+    }
+}
+
+/// Appends `values` BYTE_STREAM_SPLIT encoded: byte k of every value, then byte k + 1, ….
+pub(crate) fn byte_stream_split<T: LeBytes>(values: &[T], out: &mut Vec<u8>) {
+    let mut plain_bytes = Vec::with_capacity(values.len() * T::WIDTH);
+    plain(values, &mut plain_bytes);
+    for k in 0..T::WIDTH {
+        out.extend(plain_bytes.iter().skip(k).step_by(T::WIDTH));
+    }
+}
+
+/// Appends byte strings PLAIN encoded (each length-prefixed).
+pub(crate) fn plain_bytes<'a>(values: impl Iterator<Item = &'a [u8]>, out: &mut Vec<u8>) {
+    for v in values {
+        out.extend_from_slice(&(v.len() as u32).to_le_bytes());
+        out.extend_from_slice(v);
+    }
+}
+
+/// Appends byte strings DELTA_LENGTH_BYTE_ARRAY encoded: the delta-packed lengths, then the
+/// bytes.
+pub(crate) fn delta_length_bytes(values: &[&[u8]], out: &mut Vec<u8>) {
+    let lengths: Vec<i64> = values.iter().map(|v| v.len() as i64).collect();
+    delta_binary_packed(&lengths, out);
+    for v in values {
+        out.extend_from_slice(v);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rle_hybrid_packs_literals_and_runs() {
+        // 3 literals borrow 5 values of the run to make a group; 10 repeats stay an RLE run.
+        let values = [1, 2, 3, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7];
+        let mut out = Vec::new();
+        rle_hybrid(&values, 3, &mut out);
+        // header (1 group, bit-packed), 3 bytes of packed values, header (run of 10), value.
+        assert_eq!(out[0], 0b11);
+        assert_eq!(out.len(), 1 + 3 + 1 + 1);
+        assert_eq!(out[4], 10 << 1);
+        assert_eq!(out[5], 7);
+    }
+
+    #[test]
+    fn bit_width_counts_bits() {
+        assert_eq!(bit_width(0), 0);
+        assert_eq!(bit_width(1), 1);
+        assert_eq!(bit_width(255), 8);
+        assert_eq!(bit_width(u64::MAX), 64);
+    }
+}
