@@ -219,10 +219,9 @@ impl ChunkEncoder {
                     let width = d.width();
                     buf.push(width);
                     encoding::rle_hybrid(keys, width, &mut buf);
-                    let ranked = || keys.iter().map(|&k| (d.rank[k as usize], k));
-                    let value = |k: Option<(u32, u32)>| k.map(|(_, k)| d.values[k as usize]);
+                    let value = |k: Option<&u32>| k.map(|&k| d.values[k as usize]);
                     let nulls = page_rows.len() - count;
-                    stats.page(value(ranked().min()), value(ranked().max()), nulls);
+                    stats.page(value(keys.iter().min()), value(keys.iter().max()), nulls);
                 }
                 None => {
                     let page_values = &values[from..from + count];
@@ -304,7 +303,7 @@ struct Interned<V> {
     values: Vec<V>,
     /// Each row's value's index (rows that are null or not in the file: unset).
     key: Vec<u32>,
-    /// Each value's place in sorted order (page minima and maxima compare these).
+    /// Each value's place in sorted order (each chunk's dictionary is put in this order).
     rank: Vec<u32>,
     /// Bytes each value takes PLAIN encoded.
     plain_len: Vec<u32>,
@@ -353,9 +352,10 @@ impl<V: Value> Interned<V> {
         })
     }
 
-    /// The dictionary of one chunk whose values have the interned `keys`, or `None` when plain
-    /// values store it smaller. `local` maps interned keys to the chunk's (all unset between
-    /// calls).
+    /// The dictionary of one chunk whose values have the interned `keys`, values in ascending
+    /// order (so a page's least and greatest index are its minimum and maximum), or `None`
+    /// when plain values store the chunk smaller. `local` maps interned keys to the chunk's
+    /// (all unset between calls).
     fn chunk(
         &self,
         keys: impl Iterator<Item = u32>,
@@ -364,13 +364,19 @@ impl<V: Value> Interned<V> {
         local.resize(self.values.len(), u32::MAX);
         let (mut used, mut chunk_keys, mut plain) = (Vec::new(), Vec::new(), 0usize);
         for k in keys {
-            let l = &mut local[k as usize];
-            if *l == u32::MAX {
-                *l = used.len() as u32;
+            if local[k as usize] == u32::MAX {
+                local[k as usize] = 0;
                 used.push(k);
             }
-            chunk_keys.push(*l);
+            chunk_keys.push(k);
             plain += self.plain_len[k as usize] as usize;
+        }
+        used.sort_unstable_by_key(|&k| self.rank[k as usize]);
+        for (i, &k) in used.iter().enumerate() {
+            local[k as usize] = i as u32;
+        }
+        for k in &mut chunk_keys {
+            *k = local[*k as usize];
         }
         for &k in &used {
             local[k as usize] = u32::MAX;
@@ -386,18 +392,15 @@ impl<V: Value> Interned<V> {
         }
         Some(Dictionary {
             values: used.iter().map(|&k| self.values[k as usize]).collect(),
-            rank: used.iter().map(|&k| self.rank[k as usize]).collect(),
             keys: chunk_keys,
         })
     }
 }
 
-/// One chunk's dictionary: its distinct values and each value's index into them.
+/// One chunk's dictionary: its distinct values, ascending, and each value's index into them.
 struct Dictionary<V> {
     values: Vec<V>,
     keys: Vec<u32>,
-    /// Each value's place in sorted order among the file's values of the column.
-    rank: Vec<u32>,
 }
 
 impl<V> Dictionary<V> {
