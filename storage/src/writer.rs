@@ -11,8 +11,8 @@ use std::{
 };
 
 use arrow::{
-    array::{Array, RecordBatch, TimestampMicrosecondArray},
-    compute::{concat_batches, sort_to_indices},
+    array::{Array, ArrayRef, RecordBatch, TimestampMicrosecondArray},
+    compute::{concat, sort_to_indices},
     datatypes::SchemaRef,
 };
 use chrono::{DateTime, Utc};
@@ -192,22 +192,21 @@ impl PartitionedWriter {
                 });
             }
         }
-        let all = concat_batches(&self.schema, batches)?;
-        if all.num_rows() == 0 {
+        if batches.iter().all(|b| b.num_rows() == 0) {
             return Ok(Vec::new());
         }
-        let times = all
-            .column(self.time_column)
+        let times = column(batches, self.time_column)?;
+        let times = times
             .as_any()
             .downcast_ref::<TimestampMicrosecondArray>()
             .ok_or_else(|| StorageError::Schema {
                 table: self.table.clone(),
                 detail: "time column is not Timestamp(µs)".into(),
             })?;
-        // Rows in time order, as row numbers: the encoder reads them in this order, so the
-        // batch itself is never copied.
+        // Rows in time order, as row numbers into the batches end to end: the encoder reads
+        // them in this order, so no batch is copied to sort it.
         let order = if times.values().is_sorted() {
-            (0..all.num_rows() as u32).collect()
+            (0..times.len() as u32).collect()
         } else {
             sort_to_indices(times, None, None)?.values().to_vec()
         };
@@ -217,13 +216,19 @@ impl PartitionedWriter {
             .map(|rows| {
                 let first = times.value(rows[0] as usize);
                 let time = DateTime::<Utc>::from_timestamp_micros(first).unwrap_or_default();
-                self.write_file(&all, rows, time)
+                self.write_file(batches, rows, time)
             })
             .collect()
     }
 
-    /// Writes `rows` of `batch`, in that order, as one Parquet file of the partition of `time`.
-    fn write_file(&self, batch: &RecordBatch, rows: &[u32], time: DateTime<Utc>) -> Result<Staged> {
+    /// Writes `rows` of `batches` (numbered end to end), in that order, as one Parquet file of
+    /// the partition of `time`.
+    fn write_file(
+        &self,
+        batches: &[RecordBatch],
+        rows: &[u32],
+        time: DateTime<Utc>,
+    ) -> Result<Staged> {
         let dir = paths::partition_dir(&self.data_dir, &self.table, time);
         fs::create_dir_all(&dir).map_err(|source| StorageError::Io {
             op: "creating",
@@ -257,10 +262,12 @@ impl PartitionedWriter {
         scan.sort_unstable();
         let mut chunks: Vec<Vec<_>> = groups.iter().map(|_| Vec::new()).collect();
         for (i, spec) in self.columns.iter().enumerate() {
+            // One column of all batches at a time: what is copied is one column, not the batch.
+            let array = column(batches, i)?;
             let encoded = encoder
                 .encode(
                     self.parquet_schema.column(i),
-                    batch.column(i),
+                    array.as_ref(),
                     &groups,
                     &scan,
                     spec,
@@ -291,6 +298,19 @@ impl PartitionedWriter {
             rows: rows.len(),
         })
     }
+}
+
+/// Column `i` of `batches` end to end, as one array (the batch's own when there is one).
+fn column(batches: &[RecordBatch], i: usize) -> Result<ArrayRef> {
+    Ok(match batches {
+        [one] => Arc::clone(one.column(i)),
+        _ => concat(
+            &batches
+                .iter()
+                .map(|b| b.column(i).as_ref())
+                .collect::<Vec<_>>(),
+        )?,
+    })
 }
 
 /// One writer per table of the schema, picked by table name.
@@ -333,9 +353,10 @@ impl TableWriters {
 mod tests {
     use arrow::{
         array::{
-            ArrayRef, BinaryArray, Int32Array, Int64Array, StringArray, TimestampMicrosecondArray,
+            BinaryArray, Int32Array, Int64Array, StringArray, TimestampMicrosecondArray,
             UInt32Array,
         },
+        compute::concat_batches,
         datatypes::{DataType, Field, Schema, TimeUnit},
     };
     use parquet::{
