@@ -5,6 +5,7 @@
 //!   in spans per second of wall time and per CPU-second (the write path is one thread), on
 //!   spans in arrival (end-time) order, the flush also on spans in trace order, with the
 //!   flush's sort alone and the parquet crate's bare encoder for scale;
+//! - bytes per span in the Parquet files;
 //! - a time-range query and a key lookup with pruning (statistics, bloom filters, page index,
 //!   filter pushdown) and without, with the row groups each one touched.
 //!
@@ -265,10 +266,19 @@ fn main() {
     write_throughput(&batches, &in_batches(&generated), rows);
 
     let dir = tempfile::tempdir().unwrap();
-    TableWriters::open(dir.path())
+    let written = TableWriters::open(dir.path())
         .unwrap()
         .write(L7_FLOW_LOG, &batches)
         .unwrap();
+    let bytes: u64 = written
+        .files
+        .iter()
+        .map(|f| std::fs::metadata(f).unwrap().len())
+        .sum();
+    println!(
+        "\nParquet: {bytes} bytes for {rows} spans = {:.1} B/span",
+        bytes as f64 / rows as f64
+    );
     let first = &batches[batches.len() / 2];
     let seq = first
         .column_by_name("req_tcp_seq")
