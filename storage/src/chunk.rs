@@ -119,6 +119,8 @@ impl ChunkEncoder {
         }
     }
 
+    /// The chunks of one column: a column with no set encoding is interned once over the file,
+    /// and each chunk cut from that gets a dictionary where one pays.
     fn column<V: Value>(
         &mut self,
         descr: ColumnDescPtr,
@@ -157,6 +159,8 @@ impl ChunkEncoder {
             .collect()
     }
 
+    /// One chunk from its non-null values in order, or from its dictionary (then `values` is
+    /// empty).
     fn chunk<V: Value>(
         &mut self,
         descr: ColumnDescPtr,

@@ -29,34 +29,19 @@ fn bit_pack(values: impl Iterator<Item = u64>, width: u8, out: &mut Vec<u8>) {
     }
     let (start, width) = (out.len(), u32::from(width));
     let mut count = 0usize;
-    if width <= 32 {
-        // Fewer than 32 bits wait in the accumulator when a value is added: 63 bits fit a u64.
-        let (mut acc, mut bits) = (0u64, 0u32);
-        for v in values {
-            acc |= v << bits;
-            bits += width;
-            count += 1;
-            if bits >= 32 {
-                out.extend_from_slice(&(acc as u32).to_le_bytes());
-                acc >>= 32;
-                bits -= 32;
-            }
+    // Fewer than 64 bits wait in the accumulator when a value is added: 128 bits hold both.
+    let (mut acc, mut bits) = (0u128, 0u32);
+    for v in values {
+        acc |= u128::from(v) << bits;
+        bits += width;
+        count += 1;
+        if bits >= 64 {
+            out.extend_from_slice(&(acc as u64).to_le_bytes());
+            acc >>= 64;
+            bits -= 64;
         }
-        out.extend_from_slice(&acc.to_le_bytes()[..bits.div_ceil(8) as usize]);
-    } else {
-        let (mut acc, mut bits) = (0u128, 0u32);
-        for v in values {
-            acc |= u128::from(v) << bits;
-            bits += width;
-            count += 1;
-            if bits >= 64 {
-                out.extend_from_slice(&(acc as u64).to_le_bytes());
-                acc >>= 64;
-                bits -= 64;
-            }
-        }
-        out.extend_from_slice(&acc.to_le_bytes()[..bits.div_ceil(8) as usize]);
     }
+    out.extend_from_slice(&acc.to_le_bytes()[..bits.div_ceil(8) as usize]);
     let groups = count.div_ceil(8);
     out.resize(start + groups * width as usize, 0);
 }
