@@ -201,17 +201,20 @@ impl ChunkEncoder {
         let mut from = 0;
         for page_rows in rows.chunks(PAGE_ROWS) {
             buf.clear();
+            // Definition levels (1 = a value) are read once: they give the page's value count.
             let count = match nulls {
                 None => page_rows.len(),
-                Some(_) => page_rows.iter().filter(|&&r| valid(r)).count(),
+                Some(_) => {
+                    levels.clear();
+                    levels.extend(page_rows.iter().map(|&r| u32::from(valid(r))));
+                    levels.iter().sum::<u32>() as usize
+                }
             };
             if descr.max_def_level() > 0 {
                 buf.extend_from_slice(&[0; 4]);
                 if count == page_rows.len() {
                     encoding::rle_run(1, count, 1, &mut buf);
                 } else {
-                    levels.clear();
-                    levels.extend(page_rows.iter().map(|&r| u32::from(valid(r))));
                     encoding::rle_hybrid(&levels, 1, &mut buf);
                 }
                 let len = (buf.len() - 4) as u32;
@@ -375,6 +378,18 @@ impl<V: Value> Interned<V> {
             chunk_keys.push(k);
             plain += self.plain_len[k as usize] as usize;
         }
+        let width = encoding::bit_width(used.len() as u64);
+        let dictionary: usize = used
+            .iter()
+            .map(|&k| self.plain_len[k as usize] as usize)
+            .sum::<usize>()
+            + chunk_keys.len() * usize::from(width) / 8;
+        if used.is_empty() || dictionary >= plain {
+            for &k in &used {
+                local[k as usize] = u32::MAX;
+            }
+            return None;
+        }
         used.sort_unstable_by_key(|&k| self.rank[k as usize]);
         for (i, &k) in used.iter().enumerate() {
             local[k as usize] = i as u32;
@@ -384,15 +399,6 @@ impl<V: Value> Interned<V> {
         }
         for &k in &used {
             local[k as usize] = u32::MAX;
-        }
-        let width = encoding::bit_width(used.len() as u64);
-        let dictionary: usize = used
-            .iter()
-            .map(|&k| self.plain_len[k as usize] as usize)
-            .sum::<usize>()
-            + chunk_keys.len() * usize::from(width) / 8;
-        if used.is_empty() || dictionary >= plain {
-            return None;
         }
         Some(Dictionary {
             values: used.iter().map(|&k| self.values[k as usize]).collect(),
