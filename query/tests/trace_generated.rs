@@ -337,3 +337,49 @@ async fn files_without_page_index_or_dictionaries_give_the_same_trees() {
     let ctx = wiretrace_query::session(dir.path()).await.unwrap();
     assert_sql_recovers(&ctx, &g, &cfg).await;
 }
+
+/// `traces()` over a window larger than the query memory fails with a clear error before it
+/// decodes anything, and the session goes on; with enough memory the same window assembles.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn traces_over_a_window_too_large_for_the_query_memory_fail_cleanly() {
+    let cfg = concurrent();
+    let g = Generator::new(cfg.clone()).traces(300, 300);
+    let spans = g.truth.len();
+    let dir = tempfile::tempdir().unwrap();
+    TableWriters::open(dir.path())
+        .unwrap()
+        .write(L7_FLOW_LOG, &g.batches)
+        .unwrap();
+    let (from, to) = (
+        cfg.start_us - 1_000_000,
+        cfg.start_us + cfg.spread_us + 1_000_000,
+    );
+    let sql = format!(
+        "SELECT _id, trace_uid, parent_id FROM traces(to_timestamp_micros({from}), \
+         to_timestamp_micros({to}))"
+    );
+    let small = wiretrace_query::session::session_with(dir.path(), 1 << 20, None)
+        .await
+        .unwrap();
+    let err = small.sql(&sql).await.unwrap().collect().await.unwrap_err();
+    assert!(
+        matches!(
+            err.find_root(),
+            datafusion::error::DataFusionError::ResourcesExhausted(m) if m.contains("narrow the window")
+        ),
+        "{err}"
+    );
+    let count = small
+        .sql("SELECT count(*) FROM l7_flow_log")
+        .await
+        .unwrap()
+        .collect()
+        .await
+        .unwrap();
+    let n = count[0].column(0).as_primitive::<Int64Type>().value(0);
+    assert_eq!(n as usize, spans, "the session goes on after the refusal");
+
+    let enough = wiretrace_query::session(dir.path()).await.unwrap();
+    let rows = enough.sql(&sql).await.unwrap().collect().await.unwrap();
+    assert_eq!(found_from_rows(&rows).len(), spans);
+}

@@ -34,6 +34,13 @@ use crate::encoding::{self, LeBytes};
 /// each column it reads, not the whole column.
 pub const PAGE_ROWS: usize = 8 * 1024;
 
+/// The least share of a chunk's bytes zstd must save to be used on it.
+const ZSTD_MIN_SAVING: f64 = 0.1;
+
+/// Uncompressed bytes a chunk must have for its trial of zstd to decide for the rest of its
+/// column in the file.
+const ZSTD_TRIAL_BYTES: usize = 16 * 1024;
+
 /// How one column is stored.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct ColumnSpec {
@@ -135,7 +142,7 @@ impl ChunkEncoder {
             None => Interned::build(scan, &valid, &value),
             Some(_) => None,
         };
-        let mut local = Vec::new();
+        let (mut local, mut zstd) = (Vec::new(), None);
         groups
             .iter()
             .map(|rows| {
@@ -146,61 +153,54 @@ impl ChunkEncoder {
                         .map(|&r| i.key[r as usize]);
                     i.chunk(keys, &mut local)
                 });
-                let values: Vec<V> = match dictionary {
-                    Some(_) => Vec::new(),
-                    None => rows
-                        .iter()
-                        .filter(|&&r| valid(r))
-                        .map(|&r| value(r as usize))
-                        .collect(),
+                let content = match dictionary {
+                    Some(d) => Content::Dictionary(d),
+                    None => Content::Plain(
+                        rows.iter()
+                            .filter(|&&r| valid(r))
+                            .map(|&r| value(r as usize))
+                            .collect(),
+                    ),
                 };
-                self.chunk(Arc::clone(&descr), rows, nulls, values, dictionary, spec)
+                let descr = Arc::clone(&descr);
+                self.chunk(descr, rows, nulls, content, spec, &mut zstd)
             })
             .collect()
     }
 
-    /// One chunk from its non-null values in order, or from its dictionary (then `values` is
-    /// empty).
+    /// One chunk from its non-null values in order or from its dictionary. `zstd` is whether
+    /// compression paid on this column's first chunk in the file (`None` before that chunk is
+    /// written).
     fn chunk<V: Value>(
         &mut self,
         descr: ColumnDescPtr,
         rows: &[u32],
         nulls: Option<&NullBuffer>,
-        values: Vec<V>,
-        dictionary: Option<Dictionary<V>>,
+        content: Content<V>,
         spec: &ColumnSpec,
+        zstd: &mut Option<bool>,
     ) -> Result<Encoded> {
-        let valid = |r: u32| nulls.is_none_or(|n| n.is_valid(r as usize));
-        let mut sink = TrackedWrite::new(Vec::new());
-        let mut pages = SerializedPageWriter::new(&mut sink);
-        let mut totals = (0i64, 0i64);
-        let mut add = |spec: parquet::column::page::PageWriteSpec| {
-            totals.0 += spec.compressed_size as i64;
-            totals.1 += spec.uncompressed_size as i64;
-            spec
+        let (values, dictionary) = match &content {
+            Content::Plain(values) => (values.as_slice(), None),
+            Content::Dictionary(d) => (&[][..], Some(d)),
         };
-        let mut buf = Vec::new();
+        let valid = |r: u32| nulls.is_none_or(|n| n.is_valid(r as usize));
+        // The pages uncompressed first: whether zstd pays is known once they all are.
+        let mut raw = Vec::new();
         if let Some(d) = &dictionary {
+            let mut buf = Vec::new();
             V::plain(&d.values, &mut buf);
-            let page = Page::DictionaryPage {
-                buf: self.compress(&buf)?,
-                num_values: d.values.len() as u32,
-                encoding: Encoding::PLAIN,
-                is_sorted: false,
-            };
-            add(pages.write_page(CompressedPage::new(page, buf.len()))?);
+            raw.push((PageKind::Dictionary(d.values.len() as u32), buf));
         }
         let encoding = match (&dictionary, spec.encoding) {
             (Some(_), _) => Encoding::RLE_DICTIONARY,
             (None, e) => e.unwrap_or(Encoding::PLAIN),
         };
         let mut stats = PageStats::new(V::TYPE);
-        let mut offsets = OffsetIndexBuilder::new();
-        let mut data_page_offset = None;
         let mut levels = Vec::new();
         let mut from = 0;
         for page_rows in rows.chunks(PAGE_ROWS) {
-            buf.clear();
+            let mut buf = Vec::new();
             // Definition levels (1 = a value) are read once: they give the page's value count.
             let count = match nulls {
                 None => page_rows.len(),
@@ -239,23 +239,43 @@ impl ChunkEncoder {
                 }
             }
             from += count;
-            let page = Page::DataPage {
-                buf: self.compress(&buf)?,
-                num_values: page_rows.len() as u32,
-                encoding,
-                def_level_encoding: Encoding::RLE,
-                rep_level_encoding: Encoding::RLE,
-                statistics: None,
-            };
-            let written = add(pages.write_page(CompressedPage::new(page, buf.len()))?);
-            data_page_offset.get_or_insert(written.offset as i64);
-            offsets.append_offset_and_size(written.offset as i64, written.bytes_written as i32);
-            offsets.append_row_count(page_rows.len() as i64);
+            raw.push((PageKind::Data(page_rows.len() as u32), buf));
         }
-        pages.close()?;
+        let (pages, compression) = self.compressed(raw, zstd)?;
+        let mut sink = TrackedWrite::new(Vec::new());
+        let mut writer = SerializedPageWriter::new(&mut sink);
+        let mut offsets = OffsetIndexBuilder::new();
+        let (mut data_page_offset, mut totals) = (None, (0i64, 0i64));
+        for PageBytes { kind, buf, raw_len } in pages {
+            let page = match kind {
+                PageKind::Dictionary(num_values) => Page::DictionaryPage {
+                    buf,
+                    num_values,
+                    encoding: Encoding::PLAIN,
+                    is_sorted: false,
+                },
+                PageKind::Data(num_values) => Page::DataPage {
+                    buf,
+                    num_values,
+                    encoding,
+                    def_level_encoding: Encoding::RLE,
+                    rep_level_encoding: Encoding::RLE,
+                    statistics: None,
+                },
+            };
+            let written = writer.write_page(CompressedPage::new(page, raw_len))?;
+            totals.0 += written.compressed_size as i64;
+            totals.1 += written.uncompressed_size as i64;
+            if let PageKind::Data(num_values) = kind {
+                data_page_offset.get_or_insert(written.offset as i64);
+                offsets.append_offset_and_size(written.offset as i64, written.bytes_written as i32);
+                offsets.append_row_count(i64::from(num_values));
+            }
+        }
+        writer.close()?;
         let bloom_filter = match spec.bloom_fpp {
             Some(fpp) => {
-                let distinct = dictionary.as_ref().map_or(&values, |d| &d.values);
+                let distinct = dictionary.map_or(values, |d| &d.values);
                 let mut filter = Sbbf::new_with_ndv_fpp(distinct.len().max(1) as u64, fpp)?;
                 for &v in distinct {
                     v.bloom(&mut filter);
@@ -274,13 +294,13 @@ impl ChunkEncoder {
         }
         let (column_index, statistics) = stats.finish()?;
         let metadata = ColumnChunkMetaData::builder(descr)
-            .set_compression(Compression::ZSTD(self.level))
+            .set_compression(compression)
             .set_encodings(encodings)
             .set_num_values(rows.len() as i64)
             .set_total_compressed_size(totals.0)
             .set_total_uncompressed_size(totals.1)
             .set_data_page_offset(data_page_offset.unwrap_or(0))
-            .set_dictionary_page_offset(dictionary.as_ref().map(|_| 0))
+            .set_dictionary_page_offset(dictionary.map(|_| 0))
             .set_statistics(statistics)
             .build()?;
         Ok(Encoded {
@@ -294,6 +314,53 @@ impl ChunkEncoder {
                 offset_index: Some(offsets.build()),
             },
         })
+    }
+
+    /// A chunk's pages compressed with zstd where that pays, with their uncompressed sizes, and
+    /// the chunk's codec. zstd pays when it saves at least [`ZSTD_MIN_SAVING`] of the bytes;
+    /// where it does not (random numbers, tiny chunks), pages stay uncompressed, so a reader
+    /// spends nothing on them either. The first chunk of a column in a file with at least
+    /// [`ZSTD_TRIAL_BYTES`] decides for the chunks after it (`zstd`), which then skip the
+    /// trial when it did not pay.
+    fn compressed(
+        &mut self,
+        raw: Vec<(PageKind, Vec<u8>)>,
+        zstd: &mut Option<bool>,
+    ) -> Result<(Vec<PageBytes>, Compression)> {
+        let uncompressed = |raw: Vec<(PageKind, Vec<u8>)>| {
+            let pages = raw.into_iter().map(|(kind, buf)| PageBytes {
+                kind,
+                raw_len: buf.len(),
+                buf: buf.into(),
+            });
+            (pages.collect(), Compression::UNCOMPRESSED)
+        };
+        if *zstd == Some(false) {
+            return Ok(uncompressed(raw));
+        }
+        let packed = raw
+            .iter()
+            .map(|(_, b)| self.compress(b))
+            .collect::<Result<Vec<_>>>()?;
+        let before: usize = raw.iter().map(|(_, b)| b.len()).sum();
+        let after: usize = packed.iter().map(|b| b.len()).sum();
+        let pays = (after as f64) <= before as f64 * (1.0 - ZSTD_MIN_SAVING);
+        if before >= ZSTD_TRIAL_BYTES {
+            zstd.get_or_insert(pays);
+        }
+        if !pays {
+            return Ok(uncompressed(raw));
+        }
+        let pages = raw
+            .into_iter()
+            .zip(packed)
+            .map(|((kind, raw), buf)| PageBytes {
+                kind,
+                buf,
+                raw_len: raw.len(),
+            })
+            .collect();
+        Ok((pages, Compression::ZSTD(self.level)))
     }
 
     fn compress(&mut self, buf: &[u8]) -> Result<bytes::Bytes> {
@@ -405,6 +472,27 @@ impl<V: Value> Interned<V> {
             keys: chunk_keys,
         })
     }
+}
+
+/// A page as it is written: its kind, its bytes and their size uncompressed.
+struct PageBytes {
+    kind: PageKind,
+    buf: bytes::Bytes,
+    raw_len: usize,
+}
+
+/// A chunk's non-null values: plain, in row order, or as a dictionary.
+enum Content<V> {
+    Plain(Vec<V>),
+    Dictionary(Dictionary<V>),
+}
+
+/// A page before compression: a dictionary page of so many values, or a data page of so many
+/// rows.
+#[derive(Debug, Clone, Copy)]
+enum PageKind {
+    Dictionary(u32),
+    Data(u32),
 }
 
 /// One chunk's dictionary: its distinct values, ascending, and each value's index into them.

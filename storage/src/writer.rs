@@ -361,6 +361,7 @@ mod tests {
     };
     use parquet::{
         arrow::arrow_reader::{ArrowReaderOptions, ParquetRecordBatchReaderBuilder},
+        basic::Compression,
         bloom_filter::Sbbf,
         file::{
             metadata::PageIndexPolicy,
@@ -531,6 +532,13 @@ mod tests {
             "seqs are plain"
         );
         assert!(encodings(8).contains(&Encoding::DELTA_LENGTH_BYTE_ARRAY));
+        // zstd only where it pays: random seqs stay uncompressed in both row groups (the
+        // first chunk's trial decides for the second), hex ids are compressed.
+        for g in 0..2 {
+            let codec = |c: usize| meta.row_group(g).column(c).compression();
+            assert_eq!(codec(5), Compression::UNCOMPRESSED, "random seqs");
+            assert!(matches!(codec(8), Compression::ZSTD(_)), "hex ids");
+        }
         let offsets = meta.offset_index().unwrap();
         assert_eq!(offsets[0][0].page_locations.len(), 8);
         assert_eq!(offsets[1][0].page_locations.len(), 4);

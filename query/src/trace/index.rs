@@ -974,10 +974,19 @@ impl View {
     }
 
     /// Every span starting in `[from, to]`: where its row is and its keys, file by file in
-    /// row order, then the buffered ones.
-    pub fn window(&self, from: i64, to: i64) -> Result<(Vec<Loc>, Vec<SpanMeta>)> {
+    /// row order, then the buffered ones. `admit` is told how many spans the window may hold
+    /// at most before any is decoded, and may refuse.
+    pub fn window(
+        &self,
+        from: i64,
+        to: i64,
+        admit: impl FnOnce(usize) -> Result<()>,
+    ) -> Result<(Vec<Loc>, Vec<SpanMeta>)> {
         // No bloom filter prunes `_id`: a probe of it reaches every block its times overlap.
         let reached = self.reach(&[Probe::starting(Key::Id(0), from, to)])?;
+        admit(
+            reached.len() * BLOCK_ROWS + self.buffered.iter().map(|b| b.num_rows()).sum::<usize>(),
+        )?;
         let blocks = self.index.cached(
             &self.index.blocks,
             reached.iter().map(|r| self.unit(r)).collect(),

@@ -10,6 +10,7 @@ use arrow::array::RecordBatch;
 use datafusion::{
     common::ScalarValue,
     error::{DataFusionError, Result},
+    execution::memory_pool::MemoryReservation,
     logical_expr::{Expr, col, lit},
 };
 use wiretrace_storage::{LOOKUP_KEY_COLUMNS, schema::l7_flow_log_schema};
@@ -100,21 +101,48 @@ impl Traced {
     }
 }
 
+/// Bytes `traces()` holds per span of its window while it assembles, besides the columns
+/// asked for: the decoded block and the window's copy of its assembly row, where the row is,
+/// and the assembly's own vectors.
+const WINDOW_BYTES_PER_SPAN: usize =
+    2 * std::mem::size_of::<SpanMeta>() + std::mem::size_of::<Loc>() + 64;
+
+/// Bytes counted per span for each column asked for.
+const OUTPUT_BYTES_PER_COLUMN: usize = 16;
+
 /// Every span starting in `[from_us, to_us]`, assembled, read through `index` (the blocks of
-/// the window decoded once, then the asked-for `columns` of the spans).
+/// the window decoded once, then the asked-for `columns` of the spans). What the window may
+/// take is reserved from `memory` before anything is decoded: a window too large for the
+/// query memory fails with a resources-exhausted error instead of growing the server.
 pub async fn traces(
     index: &Arc<KeyIndex>,
     from_us: i64,
     to_us: i64,
     tol: &Tolerance,
     columns: &[String],
+    memory: MemoryReservation,
 ) -> Result<Traced> {
     let view = Arc::new(index.view().await?);
-    let (locs, meta) = blocking(&view, move |v| v.window(from_us, to_us)).await?;
+    let per_span = WINDOW_BYTES_PER_SPAN + columns.len() * OUTPUT_BYTES_PER_COLUMN;
+    let (locs, meta, memory) = blocking(&view, move |v| {
+        let (locs, meta) = v.window(from_us, to_us, |spans| {
+            memory.try_grow(spans * per_span).map_err(|e| {
+                DataFusionError::ResourcesExhausted(format!(
+                    "traces() over this window may hold up to {spans} spans, about {} MiB \
+                     to assemble, more than the query memory left ({e}); narrow the window \
+                     or raise --query-memory-mib",
+                    (spans * per_span) >> 20
+                ))
+            })
+        })?;
+        Ok((locs, meta, memory))
+    })
+    .await?;
     let a = assemble(&meta, tol);
     let picked: Vec<Loc> = a.sequence.iter().map(|&i| locs[i as usize]).collect();
     let columns = columns.to_vec();
     let rows = blocking(&view, move |v| v.rows(&picked, &columns)).await?;
+    drop(memory);
     Ok(Traced::new(&meta, &a, &a.sequence, rows))
 }
 

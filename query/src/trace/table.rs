@@ -16,6 +16,7 @@ use datafusion::{
     common::{DFSchema, ScalarValue, plan_err},
     datasource::{TableType, memory::MemorySourceConfig},
     error::{DataFusionError, Result},
+    execution::memory_pool::MemoryConsumer,
     logical_expr::Expr,
     physical_plan::ExecutionPlan,
 };
@@ -281,7 +282,7 @@ impl TableProvider for TraceTable {
 
     async fn scan(
         &self,
-        _state: &dyn Session,
+        state: &dyn Session,
         projection: Option<&Vec<usize>>,
         _filters: &[Expr],
         _limit: Option<usize>,
@@ -323,7 +324,17 @@ impl TableProvider for TraceTable {
         }
         let traced = match &self.request {
             Request::Window { from_us, to_us } => {
-                lookup::traces(&self.index, *from_us, *to_us, &self.tolerance, &columns).await?
+                let memory =
+                    MemoryConsumer::new("traces()").register(&state.runtime_env().memory_pool);
+                lookup::traces(
+                    &self.index,
+                    *from_us,
+                    *to_us,
+                    &self.tolerance,
+                    &columns,
+                    memory,
+                )
+                .await?
             }
             Request::Lookup { seed, window_us } => {
                 lookup::expand(
