@@ -108,6 +108,68 @@ impl<K: Ord + Copy> ByKey<K> {
     }
 }
 
+/// Mixes two numbers into a 64-bit hash whose top bits are evenly spread.
+fn mix(a: u64, b: u64) -> u64 {
+    let h = (a.wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ b).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    h ^ (h >> 29)
+}
+
+/// Spans by the hash of a key, for lookups: each entry is a hash with the span in its low
+/// bits, entries bucketed by their top bits (about one key per bucket) and each bucket sorted,
+/// so a lookup reads one small bucket instead of binary-searching the whole set. Different
+/// keys may share a hash: callers check the span holds the key.
+struct ByHash {
+    entries: Vec<u64>,
+    /// Bucket `b` is `entries[starts[b]..starts[b + 1]]`.
+    starts: Vec<u32>,
+    bucket_bits: u32,
+    span_bits: u32,
+}
+
+impl ByHash {
+    /// An index of `(hash, span)` pairs over `spans` spans.
+    fn new(spans: usize, pairs: &[(u64, u32)]) -> Self {
+        let span_bits = u64::BITS - (spans as u64).leading_zeros();
+        let bucket_bits = (u64::BITS - (pairs.len() as u64).leading_zeros()).clamp(1, 24);
+        let mask = (1u64 << span_bits) - 1;
+        let bucket = |e: u64| (e >> (u64::BITS - bucket_bits)) as usize;
+        let mut starts = vec![0u32; (1 << bucket_bits) + 1];
+        for &(h, _) in pairs {
+            starts[bucket(h) + 1] += 1;
+        }
+        for b in 1..starts.len() {
+            starts[b] += starts[b - 1];
+        }
+        let mut next = starts.clone();
+        let mut entries = vec![0u64; pairs.len()];
+        for &(h, span) in pairs {
+            let b = bucket(h);
+            entries[next[b] as usize] = h & !mask | u64::from(span);
+            next[b] += 1;
+        }
+        for b in starts.windows(2) {
+            entries[b[0] as usize..b[1] as usize].sort_unstable();
+        }
+        Self {
+            entries,
+            starts,
+            bucket_bits,
+            span_bits,
+        }
+    }
+
+    /// The spans whose key may hash to `hash`, in span order.
+    fn get(&self, hash: u64) -> impl Iterator<Item = u32> + '_ {
+        let mask = (1u64 << self.span_bits) - 1;
+        let b = (hash >> (u64::BITS - self.bucket_bits)) as usize;
+        let bucket = &self.entries[self.starts[b] as usize..self.starts[b + 1] as usize];
+        bucket
+            .iter()
+            .filter(move |&&e| e & !mask == hash & !mask)
+            .map(move |&e| (e & mask) as u32)
+    }
+}
+
 /// Lists of span indexes numbered `0..n`, stored flat: list `k` is `flat[at[k]..at[k + 1]]`.
 struct Lists {
     at: Vec<u32>,
@@ -290,6 +352,10 @@ fn acyclic(parent: &[Option<u32>], c: u32, p: u32) -> bool {
 /// latest-starting server span wins.
 fn adopt_calls(spans: &[SpanMeta], hop_of: &[u32], parent: &mut [Option<u32>]) {
     // Client process spans that start their hop, by (agent, id) and by (agent, pid, tag, hash).
+    let sys_key = |agent: i32, id: i64| mix(agent as u64, id as u64);
+    let tag_key = |agent: i32, pid: i64, tag: u8, h: u64| {
+        mix(mix(agent as u64, pid as u64), h ^ u64::from(tag))
+    };
     let (mut by_sys_req, mut by_sys_resp, mut by_tag) = (Vec::new(), Vec::new(), Vec::new());
     for (i, s) in spans.iter().enumerate() {
         if s.point != Point::ClientProcess || parent[i].is_some() {
@@ -297,22 +363,29 @@ fn adopt_calls(spans: &[SpanMeta], hop_of: &[u32], parent: &mut [Option<u32>]) {
         }
         let i = i as u32;
         if s.sys_req != 0 {
-            by_sys_req.push(((s.agent, s.sys_req), i));
+            by_sys_req.push((sys_key(s.agent, s.sys_req), i));
         }
         if s.sys_resp != 0 {
-            by_sys_resp.push(((s.agent, s.sys_resp), i));
+            by_sys_resp.push((sys_key(s.agent, s.sys_resp), i));
         }
         for (tag, h) in [(0u8, s.x0), (1, s.x1), (2, s.trace_id)] {
             if h != 0 {
-                by_tag.push(((s.agent, s.pid, tag, h), i));
+                by_tag.push((tag_key(s.agent, s.pid, tag, h), i));
             }
         }
     }
+    let n = spans.len();
     let (by_sys_req, by_sys_resp, by_tag) = (
-        ByKey::new(by_sys_req),
-        ByKey::new(by_sys_resp),
-        ByKey::new(by_tag),
+        ByHash::new(n, &by_sys_req),
+        ByHash::new(n, &by_sys_resp),
+        ByHash::new(n, &by_tag),
     );
+    // What a call holds under each tag (a shared hash is checked against it).
+    let tagged = |c: &SpanMeta, tag: u8| match tag {
+        0 => c.x0,
+        1 => c.x1,
+        _ => c.trace_id,
+    };
     // Per call, the best claim so far: (shares a header with the server span, its start, its
     // index). A shared X-Request-ID or trace id outranks the syscall chain, which an event-loop
     // proxy interleaving requests on one thread can make cross from one request to another.
@@ -337,9 +410,13 @@ fn adopt_calls(spans: &[SpanMeta], hop_of: &[u32], parent: &mut [Option<u32>]) {
                 let mut id = start;
                 let index = if forward { &by_sys_req } else { &by_sys_resp };
                 for _ in 0..spans.len() {
+                    let holds = |c: u32| {
+                        let cs = &spans[c as usize];
+                        cs.agent == s.agent && id == if forward { cs.sys_req } else { cs.sys_resp }
+                    };
                     let next = index
-                        .get((s.agent, id))
-                        .find(|&c| offer(c, sp, false, &mut best));
+                        .get(sys_key(s.agent, id))
+                        .find(|&c| holds(c) && offer(c, sp, false, &mut best));
                     let Some(c) = next else { break };
                     let cs = &spans[c as usize];
                     id = if forward { cs.sys_resp } else { cs.sys_req };
@@ -353,8 +430,10 @@ fn adopt_calls(spans: &[SpanMeta], hop_of: &[u32], parent: &mut [Option<u32>]) {
         // the call, a shared trace id.
         for (tag, h) in [(0, s.x0), (0, s.x1), (1, s.x1), (2, s.trace_id)] {
             if h != 0 {
-                for c in by_tag.get((s.agent, s.pid, tag, h)) {
-                    offer(c, sp, true, &mut best);
+                for c in by_tag.get(tag_key(s.agent, s.pid, tag, h)) {
+                    if tagged(&spans[c as usize], tag) == h {
+                        offer(c, sp, true, &mut best);
+                    }
                 }
             }
         }
