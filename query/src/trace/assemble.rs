@@ -508,17 +508,15 @@ fn order(spans: &[SpanMeta], parent: &[Option<u32>]) -> Assembly {
             sets.union(c as u32, *p);
         }
     }
-    let mut shared = Vec::new();
+    // Each shared key joins its spans to the first span holding it.
+    let mut first: foldhash::HashMap<(u8, u64), u32> =
+        foldhash::HashMap::with_capacity_and_hasher(n / 8, Default::default());
     for (i, s) in spans.iter().enumerate() {
         for key in [(0u8, s.x0), (0, s.x1), (1, s.trace_id)] {
             if key.1 != 0 {
-                shared.push((key, i as u32));
+                let f = *first.entry(key).or_insert(i as u32);
+                sets.union(f, i as u32);
             }
-        }
-    }
-    for run in ByKey::new(shared).runs() {
-        for p in &run[1..] {
-            sets.union(run[0].1, p.1);
         }
     }
     let by_start = |&i: &u32| (spans[i as usize].start, spans[i as usize].id);

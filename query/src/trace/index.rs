@@ -984,15 +984,15 @@ impl View {
     ) -> Result<(Vec<Loc>, Vec<SpanMeta>)> {
         // No bloom filter prunes `_id`: a probe of it reaches every block its times overlap.
         let reached = self.reach(&[Probe::starting(Key::Id(0), from, to)])?;
-        admit(
-            reached.len() * BLOCK_ROWS + self.buffered.iter().map(|b| b.num_rows()).sum::<usize>(),
-        )?;
+        let most =
+            reached.len() * BLOCK_ROWS + self.buffered.iter().map(|b| b.num_rows()).sum::<usize>();
+        admit(most)?;
         let blocks = self.index.cached(
             &self.index.blocks,
             reached.iter().map(|r| self.unit(r)).collect(),
             |(g, b)| self.index.block(g, *b),
         )?;
-        let (mut locs, mut meta) = (Vec::new(), Vec::new());
+        let (mut locs, mut meta) = (Vec::with_capacity(most), Vec::with_capacity(most));
         let mut keep = |spans: &[SpanMeta], loc: &dyn Fn(u32) -> Loc| {
             for (i, m) in spans.iter().enumerate() {
                 if (from..=to).contains(&m.start) {
