@@ -62,7 +62,7 @@ const UNDICTIONARIED: &[(&str, Encoding)] = &[
 /// Rows per Parquet row group: the unit a key lookup reads or skips.
 pub(crate) const ROW_GROUP_ROWS: usize = 64 * 1024;
 
-/// zstd level of every page.
+/// zstd level of the pages that are compressed (those of chunks where it pays).
 const ZSTD_LEVEL: i32 = 3;
 
 /// False-positive rate of the bloom filters on TCP seqs: a lookup probes them near their
