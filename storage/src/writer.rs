@@ -195,8 +195,8 @@ impl PartitionedWriter {
         if batches.iter().all(|b| b.num_rows() == 0) {
             return Ok(Vec::new());
         }
-        let times = column(batches, self.time_column)?;
-        let times = times
+        let time_column = column(batches, self.time_column)?;
+        let times = time_column
             .as_any()
             .downcast_ref::<TimestampMicrosecondArray>()
             .ok_or_else(|| StorageError::Schema {
@@ -216,16 +216,17 @@ impl PartitionedWriter {
             .map(|rows| {
                 let first = times.value(rows[0] as usize);
                 let time = DateTime::<Utc>::from_timestamp_micros(first).unwrap_or_default();
-                self.write_file(batches, rows, time)
+                self.write_file(batches, &time_column, rows, time)
             })
             .collect()
     }
 
     /// Writes `rows` of `batches` (numbered end to end), in that order, as one Parquet file of
-    /// the partition of `time`.
+    /// the partition of `time`; `time_column` is the batches' time column, already joined.
     fn write_file(
         &self,
         batches: &[RecordBatch],
+        time_column: &ArrayRef,
         rows: &[u32],
         time: DateTime<Utc>,
     ) -> Result<Staged> {
@@ -263,7 +264,10 @@ impl PartitionedWriter {
         let mut chunks: Vec<Vec<_>> = groups.iter().map(|_| Vec::new()).collect();
         for (i, spec) in self.columns.iter().enumerate() {
             // One column of all batches at a time: what is copied is one column, not the batch.
-            let array = column(batches, i)?;
+            let array = match i == self.time_column {
+                true => Arc::clone(time_column),
+                false => column(batches, i)?,
+            };
             let encoded = encoder
                 .encode(
                     self.parquet_schema.column(i),
