@@ -168,18 +168,38 @@ fn members(g: &Generated) -> HashMap<i64, Vec<&Truth>> {
     members
 }
 
+/// `g`'s spans written to a fresh data dir.
+fn stored(g: &Generated) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    TableWriters::open(dir.path())
+        .unwrap()
+        .write(L7_FLOW_LOG, &g.batches)
+        .unwrap();
+    dir
+}
+
+/// `traces()` over every span `cfg` generates, with the tree columns the checks read.
+fn whole_window(cfg: &GenConfig) -> String {
+    let from = cfg.start_us - 1_000_000;
+    let to = cfg.start_us + cfg.spread_us + 1_000_000;
+    format!(
+        "SELECT _id, trace_uid, parent_id FROM traces(to_timestamp_micros({from}), \
+         to_timestamp_micros({to}))"
+    )
+}
+
 /// `traces()` over the whole window and `trace()` from spans spread over the data each give
 /// the true trees exactly.
 async fn assert_sql_recovers(ctx: &SessionContext, g: &Generated, cfg: &GenConfig) {
     // traces(): the whole window at once.
-    let from = cfg.start_us - 1_000_000;
-    let to = cfg.start_us + cfg.spread_us + 1_000_000;
-    let sql = format!(
-        "SELECT _id, trace_uid, parent_id FROM traces(to_timestamp_micros({from}), \
-         to_timestamp_micros({to}))"
-    );
     let t = std::time::Instant::now();
-    let rows = ctx.sql(&sql).await.unwrap().collect().await.unwrap();
+    let rows = ctx
+        .sql(&whole_window(cfg))
+        .await
+        .unwrap()
+        .collect()
+        .await
+        .unwrap();
     eprintln!("traces(): {:?}", t.elapsed());
     let found = found_from_rows(&rows);
     assert_eq!(found.len(), g.truth.len());
@@ -206,11 +226,7 @@ async fn assert_sql_recovers(ctx: &SessionContext, g: &Generated, cfg: &GenConfi
 async fn sql_trace_functions_recover_true_trees_from_parquet() {
     let cfg = concurrent();
     let g = generate(cfg.clone());
-    let dir = tempfile::tempdir().unwrap();
-    TableWriters::open(dir.path())
-        .unwrap()
-        .write(L7_FLOW_LOG, &g.batches)
-        .unwrap();
+    let dir = stored(&g);
     let ctx = wiretrace_query::session(dir.path()).await.unwrap();
     assert_sql_recovers(&ctx, &g, &cfg).await;
     let members = members(&g);
@@ -345,19 +361,8 @@ async fn traces_over_a_window_too_large_for_the_query_memory_fail_cleanly() {
     let cfg = concurrent();
     let g = Generator::new(cfg.clone()).traces(300, 300);
     let spans = g.truth.len();
-    let dir = tempfile::tempdir().unwrap();
-    TableWriters::open(dir.path())
-        .unwrap()
-        .write(L7_FLOW_LOG, &g.batches)
-        .unwrap();
-    let (from, to) = (
-        cfg.start_us - 1_000_000,
-        cfg.start_us + cfg.spread_us + 1_000_000,
-    );
-    let sql = format!(
-        "SELECT _id, trace_uid, parent_id FROM traces(to_timestamp_micros({from}), \
-         to_timestamp_micros({to}))"
-    );
+    let dir = stored(&g);
+    let sql = whole_window(&cfg);
     let small = wiretrace_query::session::session_with(dir.path(), 1 << 20, None)
         .await
         .unwrap();
