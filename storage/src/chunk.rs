@@ -38,6 +38,10 @@ pub const PAGE_ROWS: usize = 8 * 1024;
 /// The least share of a chunk's bytes zstd must save to be used on it.
 const ZSTD_MIN_SAVING: f64 = 0.1;
 
+/// Most PLAIN bytes a column's distinct values in a file may take for every chunk to carry
+/// them all as its dictionary.
+const SHARED_DICTIONARY_BYTES: usize = 2 * 1024;
+
 /// Uncompressed bytes a chunk must have for its trial of zstd to decide for the rest of its
 /// column in the file.
 const ZSTD_TRIAL_BYTES: usize = 16 * 1024;
@@ -138,30 +142,22 @@ impl ChunkEncoder {
         value: impl Fn(usize) -> V,
         spec: &ColumnSpec,
     ) -> Result<Vec<Encoded>> {
-        let valid = |r: u32| nulls.is_none_or(|n| n.is_valid(r as usize));
+        let all_null = nulls.is_some_and(|n| n.null_count() == n.len());
         let interned = match spec.encoding {
-            None => Interned::build(scan, &valid, &value),
-            Some(_) => None,
+            None if !all_null => Interned::build(scan, nulls, &value),
+            _ => None,
         };
         let (mut local, mut zstd) = (Vec::new(), None);
         groups
             .iter()
             .map(|rows| {
-                let dictionary = interned.as_ref().and_then(|i| {
-                    let keys = rows
-                        .iter()
-                        .filter(|&&r| valid(r))
-                        .map(|&r| i.key[r as usize]);
-                    i.chunk(keys, &mut local)
-                });
+                let dictionary = interned
+                    .as_ref()
+                    .and_then(|i| i.chunk(non_null(rows, nulls, |r| i.key[r]), &mut local));
                 let content = match dictionary {
                     Some(d) => Content::Dictionary(d),
-                    None => Content::Plain(
-                        rows.iter()
-                            .filter(|&&r| valid(r))
-                            .map(|&r| value(r as usize))
-                            .collect(),
-                    ),
+                    None if all_null => Content::Plain(Vec::new()),
+                    None => Content::Plain(non_null(rows, nulls, &value)),
                 };
                 let descr = Arc::clone(&descr);
                 self.chunk(descr, rows, nulls, content, spec, &mut zstd)
@@ -205,6 +201,7 @@ impl ChunkEncoder {
             // Definition levels (1 = a value) are read once: they give the page's value count.
             let count = match nulls {
                 None => page_rows.len(),
+                Some(n) if n.null_count() == n.len() => 0,
                 Some(_) => {
                     levels.clear();
                     levels.extend(page_rows.iter().map(|&r| u32::from(valid(r))));
@@ -213,8 +210,8 @@ impl ChunkEncoder {
             };
             if descr.max_def_level() > 0 {
                 buf.extend_from_slice(&[0; 4]);
-                if count == page_rows.len() {
-                    encoding::rle_run(1, count, 1, &mut buf);
+                if count == page_rows.len() || count == 0 {
+                    encoding::rle_run(u32::from(count > 0), page_rows.len(), 1, &mut buf);
                 } else {
                     encoding::rle_hybrid(&levels, 1, &mut buf);
                 }
@@ -382,6 +379,9 @@ struct Interned<V> {
     rank: Vec<u32>,
     /// Bytes each value takes PLAIN encoded.
     plain_len: Vec<u32>,
+    /// The values in sorted order, when they are few and small enough for every chunk to
+    /// carry all of them as its dictionary (no per-chunk dictionary to cut).
+    shared: Option<Vec<V>>,
 }
 
 impl<V: Value> Interned<V> {
@@ -389,28 +389,30 @@ impl<V: Value> Interned<V> {
     /// distinct (then no chunk's dictionary can pay).
     fn build(
         rows: &[u32],
-        valid: &impl Fn(u32) -> bool,
+        nulls: Option<&NullBuffer>,
         value: &impl Fn(usize) -> V,
     ) -> Option<Self> {
         let limit = rows.len() / 2 + 1;
-        let mut key = vec![u32::MAX; rows.last().map_or(0, |&r| r as usize + 1)];
-        let mut ids = foldhash::HashMap::with_capacity_and_hasher(64, Default::default());
+        let len = rows.last().map_or(0, |&r| r as usize + 1);
+        let mut key = vec![u32::MAX; len];
         let mut values = Vec::new();
-        let mut last = None;
-        for &r in rows.iter().filter(|&&r| valid(r)) {
-            let v = value(r as usize);
-            let k = match last {
-                Some((l, k)) if l == v => k,
-                _ => *ids.entry(v).or_insert_with(|| {
-                    values.push(v);
-                    values.len() as u32 - 1
-                }),
-            };
-            if values.len() > limit {
-                return None;
+        // The usual file holds every row: its non-null rows are read off the null bitmap a
+        // word at a time, not tested one by one.
+        let within = match (rows.len() == len, nulls) {
+            (true, Some(nulls)) => {
+                intern(nulls.valid_indices(), value, &mut key, &mut values, limit)
             }
-            key[r as usize] = k;
-            last = Some((v, k));
+            (true, None) => intern(0..len, value, &mut key, &mut values, limit),
+            (false, _) => {
+                let valid = rows
+                    .iter()
+                    .map(|&r| r as usize)
+                    .filter(|&r| nulls.is_none_or(|n| n.is_valid(r)));
+                intern(valid, value, &mut key, &mut values, limit)
+            }
+        };
+        if !within {
+            return None;
         }
         let mut order: Vec<u32> = (0..values.len() as u32).collect();
         order.sort_unstable_by_key(|&k| values[k as usize]);
@@ -418,12 +420,15 @@ impl<V: Value> Interned<V> {
         for (r, &k) in order.iter().enumerate() {
             rank[k as usize] = r as u32;
         }
-        let plain_len = values.iter().map(|v| v.plain_len() as u32).collect();
+        let plain_len: Vec<u32> = values.iter().map(|v| v.plain_len() as u32).collect();
+        let shared = (plain_len.iter().sum::<u32>() as usize <= SHARED_DICTIONARY_BYTES)
+            .then(|| order.iter().map(|&k| values[k as usize]).collect());
         Some(Self {
             values,
             key,
             rank,
             plain_len,
+            shared,
         })
     }
 
@@ -431,19 +436,28 @@ impl<V: Value> Interned<V> {
     /// order (so a page's least and greatest index are its minimum and maximum), or `None`
     /// when plain values store the chunk smaller. `local` maps interned keys to the chunk's
     /// (all unset between calls).
-    fn chunk(
-        &self,
-        keys: impl Iterator<Item = u32>,
-        local: &mut Vec<u32>,
-    ) -> Option<Dictionary<V>> {
+    fn chunk(&self, mut keys: Vec<u32>, local: &mut Vec<u32>) -> Option<Dictionary<V>> {
+        if let Some(sorted) = &self.shared {
+            let mut plain = 0usize;
+            for k in &mut keys {
+                plain += self.plain_len[*k as usize] as usize;
+                *k = self.rank[*k as usize];
+            }
+            let d = Dictionary {
+                values: sorted.clone(),
+                keys,
+            };
+            let bytes = sorted.iter().map(|v| v.plain_len()).sum::<usize>()
+                + d.keys.len() * usize::from(d.width()) / 8;
+            return (!d.keys.is_empty() && bytes < plain).then_some(d);
+        }
         local.resize(self.values.len(), u32::MAX);
-        let (mut used, mut chunk_keys, mut plain) = (Vec::new(), Vec::new(), 0usize);
-        for k in keys {
+        let (mut used, mut chunk_keys, mut plain) = (Vec::new(), keys, 0usize);
+        for &k in &chunk_keys {
             if local[k as usize] == u32::MAX {
                 local[k as usize] = 0;
                 used.push(k);
             }
-            chunk_keys.push(k);
             plain += self.plain_len[k as usize] as usize;
         }
         let width = encoding::bit_width(used.len() as u64);
@@ -473,6 +487,55 @@ impl<V: Value> Interned<V> {
             keys: chunk_keys,
         })
     }
+}
+
+/// Interns the values of `rows` into `values`, setting each row's `key`; false (and stops)
+/// once more than `limit` are distinct.
+fn intern<V: Value>(
+    rows: impl Iterator<Item = usize>,
+    value: &impl Fn(usize) -> V,
+    key: &mut [u32],
+    values: &mut Vec<V>,
+    limit: usize,
+) -> bool {
+    let mut ids = foldhash::HashMap::with_capacity_and_hasher(64, Default::default());
+    let mut last = None;
+    for r in rows {
+        let v = value(r);
+        let k = match last {
+            Some((l, k)) if V::same(l, v) => k,
+            _ => *ids.entry(v).or_insert_with(|| {
+                values.push(v);
+                values.len() as u32 - 1
+            }),
+        };
+        if values.len() > limit {
+            return false;
+        }
+        key[r] = k;
+        last = Some((v, k));
+    }
+    true
+}
+
+/// `f` of each non-null row of `rows`, in order. Every row is read and the nulls are dropped
+/// by not advancing past them, not by a branch per row (nulls come in no predictable pattern).
+fn non_null<T: Copy + Default>(
+    rows: &[u32],
+    nulls: Option<&NullBuffer>,
+    f: impl Fn(usize) -> T,
+) -> Vec<T> {
+    let Some(nulls) = nulls else {
+        return rows.iter().map(|&r| f(r as usize)).collect();
+    };
+    let mut out = vec![T::default(); rows.len()];
+    let mut n = 0;
+    for &r in rows {
+        out[n] = f(r as usize);
+        n += usize::from(nulls.is_valid(r as usize));
+    }
+    out.truncate(n);
+    out
 }
 
 /// A page as it is written: its kind, its bytes and their size uncompressed.
@@ -568,7 +631,7 @@ impl<V: Value> PageStats<V> {
 }
 
 /// A value of a Parquet physical type as the chunk encoder handles it.
-trait Value: Copy + Ord + Hash {
+trait Value: Copy + Ord + Hash + Default {
     /// Its physical type.
     const TYPE: Type;
     /// Bytes it takes PLAIN encoded.
@@ -583,6 +646,11 @@ trait Value: Copy + Ord + Hash {
     fn bloom(self, filter: &mut Sbbf);
     /// Chunk statistics.
     fn statistics(min: Option<Self>, max: Option<Self>, nulls: u64) -> Statistics;
+    /// Whether two values are equal (for byte strings, without a `memcmp` call: glibc's
+    /// AVX-512 `memcmp` costs ~100 ns when handed the dangling pointer of an empty slice).
+    fn same(a: Self, b: Self) -> bool {
+        a == b
+    }
 }
 
 fn unsupported(encoding: Encoding, physical: Type) -> ParquetError {
@@ -635,6 +703,9 @@ fixed_value!(i64, Type::INT64, int64, i64, i64);
 
 impl Value for &[u8] {
     const TYPE: Type = Type::BYTE_ARRAY;
+    fn same(a: Self, b: Self) -> bool {
+        a.len() == b.len() && (a.is_empty() || a == b)
+    }
     fn plain_len(self) -> usize {
         4 + self.len()
     }

@@ -46,8 +46,8 @@ fn bit_pack(values: impl Iterator<Item = u64>, width: u8, out: &mut Vec<u8>) {
     out.resize(start + groups * width as usize, 0);
 }
 
-/// Runs of one value at least this long are stored as RLE runs; shorter ones are bit-packed.
-const MIN_RLE_RUN: usize = 8;
+/// Values per bit-packed group; a group of one repeated value starts an RLE run.
+const GROUP: usize = 8;
 
 /// Appends one RLE run: `value` (below 2^`width`) `count` times.
 pub(crate) fn rle_run(value: u32, count: usize, width: u8, out: &mut Vec<u8>) {
@@ -55,28 +55,28 @@ pub(crate) fn rle_run(value: u32, count: usize, width: u8, out: &mut Vec<u8>) {
     out.extend_from_slice(&value.to_le_bytes()[..usize::from(width).div_ceil(8)]);
 }
 
-/// Appends `values` (each below 2^`width`) in the RLE / bit-packing hybrid encoding.
+/// Appends `values` (each below 2^`width`) in the RLE / bit-packing hybrid encoding: values
+/// are taken a group of 8 at a time; a group of one repeated value becomes an RLE run as long
+/// as the value repeats, other groups are bit-packed together.
 pub(crate) fn rle_hybrid(values: &[u32], width: u8, out: &mut Vec<u8>) {
     let literal = |from: usize, to: usize, out: &mut Vec<u8>| {
         if from < to {
-            let groups = (to - from).div_ceil(8);
+            let groups = (to - from).div_ceil(GROUP);
             uleb(((groups as u64) << 1) | 1, out);
             bit_pack(values[from..to].iter().map(|&v| u64::from(v)), width, out);
         }
     };
     let (mut start, mut i) = (0, 0);
-    while i < values.len() {
-        let v = values[i];
-        let run = values[i..].iter().take_while(|&&x| x == v).count();
-        // A bit-packed run holds whole groups of 8: the literals before this run borrow
-        // values from it to fill their last group.
-        let borrow = (8 - (i - start) % 8) % 8;
-        if run >= borrow + MIN_RLE_RUN {
-            literal(start, i + borrow, out);
-            rle_run(v, run - borrow, width, out);
-            start = i + run;
+    while let Some(group) = values.get(i..i + GROUP) {
+        let v = group[0];
+        if group.iter().all(|&x| x == v) {
+            let end = i + GROUP + values[i + GROUP..].iter().take_while(|&&x| x == v).count();
+            literal(start, i, out);
+            rle_run(v, end - i, width, out);
+            (start, i) = (end, end);
+        } else {
+            i += GROUP;
         }
-        i += run;
     }
     literal(start, values.len(), out);
 }
