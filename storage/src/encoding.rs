@@ -23,18 +23,30 @@ fn zigzag(v: i64, out: &mut Vec<u8>) {
 
 /// Appends `values` bit-packed LSB first, `width` bits each, then zero bits up to a whole
 /// number of groups of 8 values (`width` bytes each).
-fn bit_pack(values: impl Iterator<Item = u64>, width: u8, out: &mut Vec<u8>) {
-    if width == 0 {
+fn bit_pack<T: Copy + Into<u64>>(values: &[T], width: u8, out: &mut Vec<u8>) {
+    let w = usize::from(width);
+    if w == 0 {
         return;
     }
-    let (start, width) = (out.len(), u32::from(width));
-    let mut count = 0usize;
+    if w <= 16 {
+        // A group of 8 values fits in 128 bits: built in a register, written as `w` bytes.
+        out.reserve(values.len().div_ceil(8) * 16);
+        for group in values.chunks(8) {
+            let mut acc = 0u128;
+            for (i, &v) in group.iter().enumerate() {
+                acc |= u128::from(v.into()) << (i * w);
+            }
+            out.extend_from_slice(&acc.to_le_bytes());
+            out.truncate(out.len() - (16 - w));
+        }
+        return;
+    }
+    let start = out.len();
     // Fewer than 64 bits wait in the accumulator when a value is added: 128 bits hold both.
     let (mut acc, mut bits) = (0u128, 0u32);
-    for v in values {
-        acc |= u128::from(v) << bits;
-        bits += width;
-        count += 1;
+    for &v in values {
+        acc |= u128::from(v.into()) << bits;
+        bits += u32::from(width);
         if bits >= 64 {
             out.extend_from_slice(&(acc as u64).to_le_bytes());
             acc >>= 64;
@@ -42,8 +54,7 @@ fn bit_pack(values: impl Iterator<Item = u64>, width: u8, out: &mut Vec<u8>) {
         }
     }
     out.extend_from_slice(&acc.to_le_bytes()[..bits.div_ceil(8) as usize]);
-    let groups = count.div_ceil(8);
-    out.resize(start + groups * width as usize, 0);
+    out.resize(start + values.len().div_ceil(8) * w, 0);
 }
 
 /// Values per bit-packed group; a group of one repeated value starts an RLE run.
@@ -63,7 +74,7 @@ pub(crate) fn rle_hybrid(values: &[u32], width: u8, out: &mut Vec<u8>) {
         if from < to {
             let groups = (to - from).div_ceil(GROUP);
             uleb(((groups as u64) << 1) | 1, out);
-            bit_pack(values[from..to].iter().map(|&v| u64::from(v)), width, out);
+            bit_pack(&values[from..to], width, out);
         }
     };
     let (mut start, mut i) = (0, 0);
@@ -94,6 +105,7 @@ pub(crate) fn delta_binary_packed(values: &[i64], out: &mut Vec<u8>) {
     zigzag(values.first().copied().unwrap_or(0), out);
     let mini = DELTA_BLOCK / DELTA_MINIBLOCKS;
     let mut deltas = [0i64; DELTA_BLOCK];
+    let mut packed = [0u64; DELTA_BLOCK];
     for start in (1..values.len()).step_by(DELTA_BLOCK) {
         let end = (start + DELTA_BLOCK).min(values.len());
         for (d, i) in deltas.iter_mut().zip(start..end) {
@@ -102,23 +114,25 @@ pub(crate) fn delta_binary_packed(values: &[i64], out: &mut Vec<u8>) {
         let deltas = &deltas[..end - start];
         let min = deltas.iter().copied().min().unwrap_or(0);
         zigzag(min, out);
+        // Each miniblock is always whole: the last one is padded to its full length.
+        packed.fill(0);
+        for (p, d) in packed.iter_mut().zip(deltas) {
+            *p = d.wrapping_sub(min) as u64;
+        }
+        let used = deltas.len().div_ceil(mini);
         let widths: Vec<u8> = (0..DELTA_MINIBLOCKS)
-            .map(|m| {
-                let part = deltas.get(m * mini..((m + 1) * mini).min(deltas.len()));
-                let max = part
-                    .unwrap_or_default()
-                    .iter()
-                    .map(|d| d.wrapping_sub(min) as u64)
-                    .max();
-                max.map_or(0, bit_width)
+            .map(|m| match m < used {
+                true => bit_width(
+                    packed[m * mini..(m + 1) * mini]
+                        .iter()
+                        .fold(0, |a, &p| a | p),
+                ),
+                false => 0,
             })
             .collect();
         out.extend_from_slice(&widths);
-        for (m, part) in deltas.chunks(mini).enumerate() {
-            // A miniblock is always whole: the last one is padded to its full length.
-            let padded = part.iter().map(|d| d.wrapping_sub(min) as u64);
-            let padding = std::iter::repeat_n(0, mini - part.len());
-            bit_pack(padded.chain(padding), widths[m], out);
+        for (m, &width) in widths.iter().enumerate().take(used) {
+            bit_pack(&packed[m * mini..(m + 1) * mini], width, out);
         }
     }
 }
