@@ -45,7 +45,7 @@ type Found = HashMap<i64, (i64, Option<i64>)>;
 fn assemble_in_memory(g: &Generated) -> Found {
     let all = concat_batches(&g.batches[0].schema(), &g.batches).unwrap();
     let meta = SpanMeta::from_batch(&all).unwrap();
-    let a = assemble(&meta, &Tolerance::default());
+    let a = assemble(&meta.iter().collect::<Vec<_>>(), &Tolerance::default());
     meta.iter()
         .enumerate()
         .map(|(i, m)| {

@@ -233,7 +233,7 @@ impl Sets {
 }
 
 /// Assembles `spans` into traces.
-pub fn assemble(spans: &[SpanMeta], tol: &Tolerance) -> Assembly {
+pub fn assemble(spans: &[&SpanMeta], tol: &Tolerance) -> Assembly {
     let mut parent: Vec<Option<u32>> = vec![None; spans.len()];
     let (hop_of, leaves) = network_sets(spans, tol, &mut parent);
     adopt_calls(spans, &hop_of, &mut parent);
@@ -245,7 +245,7 @@ pub fn assemble(spans: &[SpanMeta], tol: &Tolerance) -> Assembly {
 /// (each span's parent the one before it). Returns each span's set (numbered by its least
 /// span) and each set's last span.
 fn network_sets(
-    spans: &[SpanMeta],
+    spans: &[&SpanMeta],
     tol: &Tolerance,
     parent: &mut [Option<u32>],
 ) -> (Vec<u32>, Vec<u32>) {
@@ -274,7 +274,7 @@ fn network_sets(
     for run in by_req.runs().chain(by_resp.runs()) {
         for (k, &(_, a)) in run.iter().enumerate() {
             for &(_, b) in &run[k + 1..] {
-                if tol.same_hop(&spans[a as usize], &spans[b as usize]) {
+                if tol.same_hop(spans[a as usize], spans[b as usize]) {
                     sets.union(a, b);
                 }
             }
@@ -300,7 +300,7 @@ fn network_sets(
 
 /// Orders one hop: client process, then the network points by side, agent and point, outer
 /// (longer) views first, then the server process.
-fn sort_hop(spans: &[SpanMeta], hop: &mut [u32]) {
+fn sort_hop(spans: &[&SpanMeta], hop: &mut [u32]) {
     if hop.len() < 2 {
         return;
     }
@@ -350,7 +350,7 @@ fn acyclic(parent: &[Option<u32>], c: u32, p: u32) -> bool {
 /// that it encloses in time and that its thread's syscall trace ids chain to it, or that carry
 /// its X-Request-ID or trace id. Where several qualify, a shared header beats the chain, then the
 /// latest-starting server span wins.
-fn adopt_calls(spans: &[SpanMeta], hop_of: &[u32], parent: &mut [Option<u32>]) {
+fn adopt_calls(spans: &[&SpanMeta], hop_of: &[u32], parent: &mut [Option<u32>]) {
     // Client process spans that start their hop, by (agent, id) and by (agent, pid, tag, hash).
     let sys_key = |agent: i32, id: i64| mix(agent as u64, id as u64);
     let tag_key = |agent: i32, pid: i64, tag: u8, h: u64| {
@@ -431,7 +431,7 @@ fn adopt_calls(spans: &[SpanMeta], hop_of: &[u32], parent: &mut [Option<u32>]) {
         for (tag, h) in [(0, s.x0), (0, s.x1), (1, s.x1), (2, s.trace_id)] {
             if h != 0 {
                 for c in by_tag.get(tag_key(s.agent, s.pid, tag, h)) {
-                    if tagged(&spans[c as usize], tag) == h {
+                    if tagged(spans[c as usize], tag) == h {
                         offer(c, sp, true, &mut best);
                     }
                 }
@@ -450,7 +450,7 @@ fn adopt_calls(spans: &[SpanMeta], hop_of: &[u32], parent: &mut [Option<u32>]) {
 
 /// Set roots still without a parent attach to the innermost enclosing hop leaf on the same
 /// agent that shares an X-Request-ID with them or whose span id is their parent span id.
-fn attach_roots(spans: &[SpanMeta], hop_of: &[u32], leaves: &[u32], parent: &mut [Option<u32>]) {
+fn attach_roots(spans: &[&SpanMeta], hop_of: &[u32], leaves: &[u32], parent: &mut [Option<u32>]) {
     let mut by_key = Vec::new();
     for &l in leaves {
         let s = &spans[l as usize];
@@ -500,7 +500,7 @@ fn attach_roots(spans: &[SpanMeta], hop_of: &[u32], leaves: &[u32], parent: &mut
 
 /// Trees from parent links, traces from trees joined by shared X-Request-IDs and trace ids;
 /// depth-first order by start time.
-fn order(spans: &[SpanMeta], parent: &[Option<u32>]) -> Assembly {
+fn order(spans: &[&SpanMeta], parent: &[Option<u32>]) -> Assembly {
     let n = spans.len();
     let mut sets = Sets::new(n);
     for (c, p) in parent.iter().enumerate() {

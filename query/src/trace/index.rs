@@ -973,15 +973,17 @@ impl View {
         ((path, r.rg as usize), r.block)
     }
 
-    /// Every span starting in `[from, to]`: where its row is and its keys, file by file in
-    /// row order, then the buffered ones. `admit` is told how many spans the window may hold
-    /// at most before any is decoded, and may refuse.
-    pub fn window(
+    /// Every span starting in `[from, to]`, handed to `f`: where its row is and its assembly
+    /// row (read in place in the decoded blocks, not copied), file by file in row order, then
+    /// the buffered ones. `admit` is told how many spans the window may hold at most before
+    /// any is decoded, and may refuse.
+    pub fn window<R>(
         &self,
         from: i64,
         to: i64,
         admit: impl FnOnce(usize) -> Result<()>,
-    ) -> Result<(Vec<Loc>, Vec<SpanMeta>)> {
+        f: impl FnOnce(&[Loc], &[&SpanMeta]) -> Result<R>,
+    ) -> Result<R> {
         // No bloom filter prunes `_id`: a probe of it reaches every block its times overlap.
         let reached = self.reach(&[Probe::starting(Key::Id(0), from, to)])?;
         let most =
@@ -992,22 +994,23 @@ impl View {
             reached.iter().map(|r| self.unit(r)).collect(),
             |(g, b)| self.index.block(g, *b),
         )?;
+        let buffer = self.buffer()?;
+        let sources = reached
+            .iter()
+            .zip(&blocks)
+            .map(|(r, block)| (&block.spans, Some(r)))
+            .chain(buffer.map(|b| (&b.block.spans, None)));
         let (mut locs, mut meta) = (Vec::with_capacity(most), Vec::with_capacity(most));
-        let mut keep = |spans: &[SpanMeta], loc: &dyn Fn(u32) -> Loc| {
+        for (spans, reached) in sources {
             for (i, m) in spans.iter().enumerate() {
                 if (from..=to).contains(&m.start) {
-                    locs.push(loc(i as u32));
-                    meta.push(m.clone());
+                    let row = i as u32;
+                    locs.push(reached.map_or(Loc::Buffer { row }, |r| r.loc(row)));
+                    meta.push(m);
                 }
             }
-        };
-        for (r, block) in reached.iter().zip(&blocks) {
-            keep(&block.spans, &|i| r.loc(i));
         }
-        if let Some(buffer) = self.buffer()? {
-            keep(&buffer.block.spans, &|row| Loc::Buffer { row });
-        }
-        Ok((locs, meta))
+        f(&locs, &meta)
     }
 
     /// Spans holding a probe's key within its time bounds, each once.

@@ -82,7 +82,7 @@ pub struct Traced {
 impl Traced {
     /// The `picked` spans of `spans` (indexes in output order) with their assembly; `rows`
     /// holds the picked spans' full rows in the same order.
-    fn new(meta: &[SpanMeta], a: &Assembly, picked: &[u32], rows: RecordBatch) -> Self {
+    fn new(meta: &[&SpanMeta], a: &Assembly, picked: &[u32], rows: RecordBatch) -> Self {
         let at = |i: &u32| *i as usize;
         Self {
             rows,
@@ -102,10 +102,12 @@ impl Traced {
 }
 
 /// Bytes `traces()` holds per span of its window while it assembles, besides the columns
-/// asked for: the decoded block and the window's copy of its assembly row, where the row is,
-/// and the assembly's own vectors.
-const WINDOW_BYTES_PER_SPAN: usize =
-    2 * std::mem::size_of::<SpanMeta>() + std::mem::size_of::<Loc>() + 64;
+/// asked for: its assembly row in the decoded block, the window's pointer to it, where the row
+/// is, and the assembly's own vectors.
+const WINDOW_BYTES_PER_SPAN: usize = std::mem::size_of::<SpanMeta>()
+    + std::mem::size_of::<&SpanMeta>()
+    + std::mem::size_of::<Loc>()
+    + 64;
 
 /// Bytes counted per span for each column asked for.
 const OUTPUT_BYTES_PER_COLUMN: usize = 16;
@@ -124,8 +126,10 @@ pub async fn traces(
 ) -> Result<Traced> {
     let view = Arc::new(index.view().await?);
     let per_span = WINDOW_BYTES_PER_SPAN + columns.len() * OUTPUT_BYTES_PER_COLUMN;
-    let (locs, meta, memory) = blocking(&view, move |v| {
-        let (locs, meta) = v.window(from_us, to_us, |spans| {
+    let columns = columns.to_vec();
+    let tol = *tol;
+    blocking(&view, move |v| {
+        let admit = |spans: usize| {
             memory.try_grow(spans * per_span).map_err(|e| {
                 DataFusionError::ResourcesExhausted(format!(
                     "traces() over this window may hold up to {spans} spans, about {} MiB \
@@ -134,16 +138,15 @@ pub async fn traces(
                     (spans * per_span) >> 20
                 ))
             })
-        })?;
-        Ok((locs, meta, memory))
+        };
+        v.window(from_us, to_us, admit, |locs, meta| {
+            let a = assemble(meta, &tol);
+            let picked: Vec<Loc> = a.sequence.iter().map(|&i| locs[i as usize]).collect();
+            let rows = v.rows(&picked, &columns)?;
+            Ok(Traced::new(meta, &a, &a.sequence, rows))
+        })
     })
-    .await?;
-    let a = assemble(&meta, tol);
-    let picked: Vec<Loc> = a.sequence.iter().map(|&i| locs[i as usize]).collect();
-    let columns = columns.to_vec();
-    let rows = blocking(&view, move |v| v.rows(&picked, &columns)).await?;
-    drop(memory);
-    Ok(Traced::new(&meta, &a, &a.sequence, rows))
+    .await
 }
 
 /// Runs `f` on `view` off the async threads (it reads files and decodes row groups).
@@ -203,7 +206,7 @@ pub async fn expand(
     let mut assembly = Assembly::default();
     let (mut idle, mut last_picked) = (0, 0);
     for round in 0..=MAX_ROUNDS {
-        assembly = assemble(&meta, tol);
+        assembly = assemble(&meta.iter().collect::<Vec<_>>(), tol);
         let seed_traces: HashSet<i64> = meta
             .iter()
             .enumerate()
@@ -269,7 +272,7 @@ pub async fn expand(
     let at: Vec<Loc> = picked.iter().map(|&i| locs[i as usize]).collect();
     let columns = columns.to_vec();
     let rows = blocking(&view, move |v| v.rows(&at, &columns)).await?;
-    let mut t = Traced::new(&meta, &assembly, &picked, rows);
+    let mut t = Traced::new(&meta.iter().collect::<Vec<_>>(), &assembly, &picked, rows);
     t.lookups = lookups;
     Ok(t)
 }
