@@ -396,11 +396,12 @@ impl<V: Value> Interned<V> {
         let len = rows.last().map_or(0, |&r| r as usize + 1);
         let mut key = vec![u32::MAX; len];
         let mut values = Vec::new();
-        // The usual file holds every row: its non-null rows are read off the null bitmap a
-        // word at a time, not tested one by one.
+        // The usual file holds every row up to its last (`0..len`): its non-null rows are read
+        // off the null bitmap a word at a time, not tested one by one.
         let within = match (rows.len() == len, nulls) {
             (true, Some(nulls)) => {
-                intern(nulls.valid_indices(), value, &mut key, &mut values, limit)
+                let valid = nulls.slice(0, len);
+                intern(valid.valid_indices(), value, &mut key, &mut values, limit)
             }
             (true, None) => intern(0..len, value, &mut key, &mut values, limit),
             (false, _) => {

@@ -673,6 +673,52 @@ mod tests {
         );
     }
 
+    /// Rows already in time order across an hour: the first file holds a prefix of the rows
+    /// (its dictionary is interned off the null bitmap, which runs on past its rows).
+    #[test]
+    fn a_sorted_flush_over_an_hour_boundary_splits_into_whole_files() {
+        let hour = 3_600_000_000i64;
+        let n = 3000usize;
+        let schema = Arc::new(Schema::new(vec![
+            Field::new(
+                "t",
+                DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into())),
+                false,
+            ),
+            Field::new("host", DataType::Utf8, true),
+        ]));
+        let times: Vec<i64> = (0..n as i64).map(|i| hour - 1000 + i).collect();
+        let hosts: StringArray = (0..n)
+            .map(|i| (i % 3 != 0).then(|| format!("node-{}", i % 5)))
+            .collect();
+        let batch = RecordBatch::try_new(
+            Arc::clone(&schema),
+            vec![
+                Arc::new(TimestampMicrosecondArray::from(times).with_timezone("UTC")),
+                Arc::new(hosts.clone()),
+            ],
+        )
+        .unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let w = PartitionedWriter::new(dir.path(), "x", Arc::clone(&schema), "t").unwrap();
+        let stats = w.write(&[batch]).unwrap();
+        assert_eq!(stats.files.len(), 2);
+        let mut read = Vec::new();
+        for f in &stats.files {
+            let reader = ParquetRecordBatchReaderBuilder::try_new(File::open(f).unwrap())
+                .unwrap()
+                .build()
+                .unwrap();
+            for b in reader {
+                let b = b.unwrap();
+                let h = b.column(1).as_any().downcast_ref::<StringArray>().unwrap();
+                read.extend(h.iter().map(|v| v.map(str::to_string)));
+            }
+        }
+        let written: Vec<Option<String>> = hosts.iter().map(|v| v.map(str::to_string)).collect();
+        assert_eq!(read, written);
+    }
+
     #[test]
     fn time_order_is_stable_for_narrow_and_wide_ranges() {
         let narrow = [5, -3, 5, 0, -3, 7];
