@@ -673,20 +673,19 @@ mod tests {
         );
     }
 
+    /// A schema of a time column `t` (µs, UTC) and `field`.
+    fn timed(field: Field) -> SchemaRef {
+        let t = DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into()));
+        Arc::new(Schema::new(vec![Field::new("t", t, false), field]))
+    }
+
     /// Rows already in time order across an hour: the first file holds a prefix of the rows
     /// (its dictionary is interned off the null bitmap, which runs on past its rows).
     #[test]
     fn a_sorted_flush_over_an_hour_boundary_splits_into_whole_files() {
         let hour = 3_600_000_000i64;
         let n = 3000usize;
-        let schema = Arc::new(Schema::new(vec![
-            Field::new(
-                "t",
-                DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into())),
-                false,
-            ),
-            Field::new("host", DataType::Utf8, true),
-        ]));
+        let schema = timed(Field::new("host", DataType::Utf8, true));
         let times: Vec<i64> = (0..n as i64).map(|i| hour - 1000 + i).collect();
         let hosts: StringArray = (0..n)
             .map(|i| (i % 3 != 0).then(|| format!("node-{}", i % 5)))
@@ -733,14 +732,7 @@ mod tests {
     #[test]
     fn splits_by_hour_and_reads_back() {
         let dir = tempfile::tempdir().unwrap();
-        let schema = Arc::new(Schema::new(vec![
-            Field::new(
-                "t",
-                DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into())),
-                false,
-            ),
-            Field::new("v", DataType::Int64, false),
-        ]));
+        let schema = timed(Field::new("v", DataType::Int64, false));
         let hour = 3_600_000_000i64;
         let t = TimestampMicrosecondArray::from(vec![hour + 5, 5, hour + 1]).with_timezone("UTC");
         let batch = RecordBatch::try_new(
