@@ -201,7 +201,8 @@ impl ChunkEncoder {
             // Definition levels (1 = a value) are read once: they give the page's value count.
             let count = match nulls {
                 None => page_rows.len(),
-                Some(n) if n.null_count() == n.len() => 0,
+                // No value in the chunk: every row null, no levels to read.
+                Some(_) if dictionary.is_none() && values.is_empty() => 0,
                 Some(_) => {
                     levels.clear();
                     levels.extend(page_rows.iter().map(|&r| u32::from(valid(r))));
@@ -379,9 +380,10 @@ struct Interned<V> {
     rank: Vec<u32>,
     /// Bytes each value takes PLAIN encoded.
     plain_len: Vec<u32>,
-    /// The values in sorted order, when they are few and small enough for every chunk to
-    /// carry all of them as its dictionary (no per-chunk dictionary to cut).
-    shared: Option<Vec<V>>,
+    /// The values in sorted order and the PLAIN bytes they take, when they are few and small
+    /// enough for every chunk to carry all of them as its dictionary (no per-chunk dictionary
+    /// to cut).
+    shared: Option<(Vec<V>, usize)>,
 }
 
 impl<V: Value> Interned<V> {
@@ -422,8 +424,9 @@ impl<V: Value> Interned<V> {
             rank[k as usize] = r as u32;
         }
         let plain_len: Vec<u32> = values.iter().map(|v| v.plain_len() as u32).collect();
-        let shared = (plain_len.iter().sum::<u32>() as usize <= SHARED_DICTIONARY_BYTES)
-            .then(|| order.iter().map(|&k| values[k as usize]).collect());
+        let bytes = plain_len.iter().map(|&l| l as usize).sum::<usize>();
+        let shared = (bytes <= SHARED_DICTIONARY_BYTES)
+            .then(|| (order.iter().map(|&k| values[k as usize]).collect(), bytes));
         Some(Self {
             values,
             key,
@@ -438,7 +441,7 @@ impl<V: Value> Interned<V> {
     /// when plain values store the chunk smaller. `local` maps interned keys to the chunk's
     /// (all unset between calls).
     fn chunk(&self, mut keys: Vec<u32>, local: &mut Vec<u32>) -> Option<Dictionary<V>> {
-        if let Some(sorted) = &self.shared {
+        if let Some((sorted, sorted_bytes)) = &self.shared {
             let mut plain = 0usize;
             for k in &mut keys {
                 plain += self.plain_len[*k as usize] as usize;
@@ -448,8 +451,7 @@ impl<V: Value> Interned<V> {
                 values: sorted.clone(),
                 keys,
             };
-            let bytes = sorted.iter().map(|v| v.plain_len()).sum::<usize>()
-                + d.keys.len() * usize::from(d.width()) / 8;
+            let bytes = sorted_bytes + d.keys.len() * usize::from(d.width()) / 8;
             return (!d.keys.is_empty() && bytes < plain).then_some(d);
         }
         local.resize(self.values.len(), u32::MAX);
