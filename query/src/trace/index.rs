@@ -689,15 +689,21 @@ impl KeyIndex {
         Ok(span)
     }
 
-    /// The entries of `cache` for `wanted`, those missing built by `build` on every core.
-    fn cached<K, V>(
+    /// The entries of `cache` for `wanted` (each key once), those missing built on every core by
+    /// `build`, which
+    /// is handed the missing keys of one `group` at a time (ascending) and returns their values
+    /// in that order: a row group's blocks are decoded by one reader, since setting up a reader
+    /// costs each column a compression context.
+    fn cached<K, G, V>(
         &self,
         cache: &Mutex<ByteLru<K, Arc<V>>>,
         wanted: Vec<K>,
-        build: impl Fn(&K) -> Result<V> + Sync,
+        group: impl Fn(&K) -> G,
+        build: impl Fn(&[&K]) -> Result<Vec<V>> + Sync,
     ) -> Result<Vec<Arc<V>>>
     where
-        K: std::hash::Hash + Eq + Clone + Sync,
+        K: std::hash::Hash + Ord + Clone + Sync,
+        G: Ord,
         V: Held + Send + Sync,
     {
         let mut out: Vec<Option<Arc<V>>> = {
@@ -707,23 +713,61 @@ impl KeyIndex {
                 .map(|k| cache.get(k).map(Arc::clone))
                 .collect()
         };
-        let missing: Vec<usize> = (0..wanted.len()).filter(|&i| out[i].is_none()).collect();
+        let mut missing: Vec<usize> = (0..wanted.len()).filter(|&i| out[i].is_none()).collect();
         self.hits
             .fetch_add((wanted.len() - missing.len()) as u64, Ordering::Relaxed);
         self.misses
             .fetch_add(missing.len() as u64, Ordering::Relaxed);
-        let built = on_threads(&missing, |&i| build(&wanted[i]).map(Arc::new));
-        for (i, v) in missing.into_iter().zip(built) {
-            let v = v?;
-            lock(cache).put(wanted[i].clone(), Arc::clone(&v), v.bytes());
-            out[i] = Some(v);
+        missing.sort_by(|&a, &b| {
+            (group(&wanted[a]), &wanted[a]).cmp(&(group(&wanted[b]), &wanted[b]))
+        });
+        let groups: Vec<&[usize]> = missing
+            .chunk_by(|&a, &b| group(&wanted[a]) == group(&wanted[b]))
+            .collect();
+        let built = on_threads(&groups, |g| {
+            build(&g.iter().map(|&i| &wanted[i]).collect::<Vec<_>>())
+        });
+        for (g, values) in groups.into_iter().zip(built) {
+            for (&i, v) in g.iter().zip(values?) {
+                let v = Arc::new(v);
+                lock(cache).put(wanted[i].clone(), Arc::clone(&v), v.bytes());
+                out[i] = Some(v);
+            }
         }
         Ok(out.into_iter().flatten().collect())
     }
 
-    /// Block `b` of row group `g`, decoded.
-    fn block(&self, g: &RowGroup, b: usize) -> Result<Block> {
-        self.decode(g, &[block_rows(b)], &meta_columns(), true, Block::new)
+    /// Blocks `bs` (ascending) of row group `g`, decoded together.
+    fn blocks(&self, g: &RowGroup, bs: &[usize]) -> Result<Vec<Block>> {
+        self.decode_blocks(g, bs, &meta_columns(), true, Block::new)
+    }
+
+    /// Blocks `bs` (ascending) of row group `g` with `columns`, read by one reader and built
+    /// one by one by `make`.
+    fn decode_blocks<V>(
+        &self,
+        g: &RowGroup,
+        bs: &[usize],
+        columns: &[String],
+        dictionaries: bool,
+        make: impl Fn(&RecordBatch) -> Result<V>,
+    ) -> Result<Vec<V>> {
+        let ranges: Vec<Range<usize>> = bs.iter().map(|&b| block_rows(b)).collect();
+        self.decode(g, &ranges, columns, dictionaries, |batch| {
+            // Every block is whole but a row group's last, which comes last.
+            let mut at = 0;
+            (0..bs.len())
+                .map(|k| {
+                    let len = if k + 1 < bs.len() {
+                        BLOCK_ROWS
+                    } else {
+                        batch.num_rows() - at
+                    };
+                    at += len;
+                    make(&batch.slice(at - len, len))
+                })
+                .collect()
+        })
     }
 
     /// Reads the rows in `ranges` of a row group with `columns` (those of
@@ -779,6 +823,11 @@ fn read_rows<'a>(
     let schema = reader.schema();
     let batches = reader.collect::<std::result::Result<Vec<_>, _>>()?;
     Ok(concat_batches(&schema, &batches)?)
+}
+
+/// The block numbers of units of one row group.
+fn blocks_of(units: &[&(RowGroup, usize)]) -> Vec<usize> {
+    units.iter().map(|u| u.1).collect()
 }
 
 /// A Parquet file of the table and the first µs of its partition's hour.
@@ -992,7 +1041,8 @@ impl View {
         let blocks = self.index.cached(
             &self.index.blocks,
             reached.iter().map(|r| self.unit(r)).collect(),
-            |(g, b)| self.index.block(g, *b),
+            |(g, _)| g.clone(),
+            |units| self.index.blocks(&units[0].0, &blocks_of(units)),
         )?;
         let buffer = self.buffer()?;
         let sources = reached
@@ -1033,15 +1083,16 @@ impl View {
                     (g, b, tag)
                 })
                 .collect(),
-            |(g, b, tag)| {
+            |(g, _, tag)| (g.clone(), *tag),
+            |sets| {
+                let (g, _, tag) = sets[0];
                 let columns: Vec<String> = KIND_COLUMNS[*tag as usize]
                     .iter()
                     .map(|c| c.to_string())
                     .collect();
+                let bs: Vec<usize> = sets.iter().map(|s| s.1).collect();
                 self.index
-                    .decode(g, &[block_rows(*b)], &columns, false, |batch| {
-                        KeySet::new(batch, *tag)
-                    })
+                    .decode_blocks(g, &bs, &columns, false, |batch| KeySet::new(batch, *tag))
             },
         )?;
         let mut candidates = Vec::new();
@@ -1063,7 +1114,8 @@ impl View {
         let blocks = self.index.cached(
             &self.index.blocks,
             wanted.iter().map(|&r| self.unit(&reached[r])).collect(),
-            |(g, b)| self.index.block(g, *b),
+            |(g, _)| g.clone(),
+            |units| self.index.blocks(&units[0].0, &blocks_of(units)),
         )?;
         tracing::debug!(
             probes = probes.len(),

@@ -4,7 +4,7 @@
 use std::hash::{BuildHasher, Hash, Hasher};
 
 use arrow::{
-    array::{Array, AsArray, RecordBatch},
+    array::{Array, AsArray, MutableArrayData, RecordBatch, StringArray},
     datatypes::{
         ArrowPrimitiveType, DataType, Int32Type, Int64Type, TimestampMicrosecondType, UInt32Type,
     },
@@ -327,28 +327,29 @@ impl StringKeys {
     }
 }
 
-/// The string key columns of a batch (cheap to keep: the arrays share the batch's buffers).
+/// The string key columns of a batch.
 #[derive(Debug, Clone)]
 pub struct StringKeyColumns {
-    x0: Option<arrow::array::StringArray>,
-    x1: Option<arrow::array::StringArray>,
-    trace_id: Option<arrow::array::StringArray>,
+    x0: Option<StringArray>,
+    x1: Option<StringArray>,
+    trace_id: Option<StringArray>,
 }
 
 impl StringKeyColumns {
-    /// Those of `b` (a column it lacks has no values).
+    /// Those of `b` (a column it lacks has no values), in buffers of their own where `b` is a
+    /// slice of a larger batch, which they would otherwise keep whole.
     pub fn of(b: &RecordBatch) -> Self {
         let [x0, x1, trace_id] = ["x_request_id_0", "x_request_id_1", "trace_id"].map(|name| {
             b.column_by_name(name)
                 .and_then(|c| c.as_string_opt::<i32>())
-                .cloned()
+                .map(owned)
         });
         Self { x0, x1, trace_id }
     }
 
     /// Row `i`'s keys.
     pub fn row(&self, i: usize) -> StringKeys {
-        let at = |s: &Option<arrow::array::StringArray>| {
+        let at = |s: &Option<StringArray>| {
             s.as_ref()
                 .filter(|s| s.is_valid(i) && !s.value(i).is_empty())
                 .map(|s| s.value(i).to_string())
@@ -366,6 +367,20 @@ impl StringKeyColumns {
             .flatten()
             .map(|a| a.get_array_memory_size())
             .sum()
+    }
+}
+
+/// `a`, copied if its text buffer holds rows outside it.
+fn owned(a: &StringArray) -> StringArray {
+    let offsets = a.value_offsets();
+    if offsets.first() == Some(&0) && offsets.last() == Some(&(a.values().len() as i32)) {
+        return a.clone();
+    }
+    let data = a.to_data();
+    let mut copy = MutableArrayData::new(vec![&data], false, a.len());
+    match copy.try_extend(0, 0, a.len()) {
+        Ok(()) => StringArray::from(copy.freeze()),
+        Err(_) => a.clone(),
     }
 }
 
@@ -399,7 +414,7 @@ impl Columns<'_> {
     /// Int32-keyed dictionary, once per row for a plain column; nulls as the empty string.
     fn parsed<T: Copy>(&self, name: &str, f: impl Fn(&str) -> T) -> Result<Vec<T>> {
         let a = self.column(name)?;
-        fn text(s: &arrow::array::StringArray, i: usize) -> &str {
+        fn text(s: &StringArray, i: usize) -> &str {
             if s.is_valid(i) { s.value(i) } else { "" }
         }
         if let Some(d) = a.as_dictionary_opt::<Int32Type>() {
