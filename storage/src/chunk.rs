@@ -38,6 +38,11 @@ pub const PAGE_ROWS: usize = 8 * 1024;
 /// The least share of a chunk's bytes zstd must save to be used on it.
 const ZSTD_MIN_SAVING: f64 = 0.1;
 
+/// The least zstd must save per row of a chunk to be used on it: a reader sets up a
+/// decompression context for each compressed chunk it opens (tens of µs in a VM, where the
+/// CPU feature check traps), which a lookup reading one page pays for a few saved bytes.
+const ZSTD_MIN_SAVING_PER_ROW: f64 = 0.25;
+
 /// Most PLAIN bytes a column's distinct values in a file may take for every chunk to carry
 /// them all as its dictionary.
 const SHARED_DICTIONARY_BYTES: usize = 2 * 1024;
@@ -240,7 +245,7 @@ impl ChunkEncoder {
             from += count;
             raw.push((PageKind::Data(page_rows.len() as u32), buf));
         }
-        let (pages, compression) = self.compressed(raw, zstd)?;
+        let (pages, compression) = self.compressed(raw, rows.len(), zstd)?;
         let mut sink = TrackedWrite::new(Vec::new());
         let mut writer = SerializedPageWriter::new(&mut sink);
         let mut offsets = OffsetIndexBuilder::new();
@@ -316,14 +321,16 @@ impl ChunkEncoder {
     }
 
     /// A chunk's pages compressed with zstd where that pays, with their uncompressed sizes, and
-    /// the chunk's codec. zstd pays when it saves at least [`ZSTD_MIN_SAVING`] of the bytes;
-    /// where it does not (random numbers, tiny chunks), pages stay uncompressed, so a reader
-    /// spends nothing on them either. The first chunk of a column in a file with at least
-    /// [`ZSTD_TRIAL_BYTES`] decides for the chunks after it (`zstd`), which then skip the
-    /// trial when it did not pay.
+    /// the chunk's codec. zstd pays when it saves at least [`ZSTD_MIN_SAVING`] of the bytes
+    /// and [`ZSTD_MIN_SAVING_PER_ROW`] bytes per row (of `rows`); where it does not (random
+    /// numbers, few distinct values already in a dictionary, tiny chunks), pages stay
+    /// uncompressed, so a reader spends nothing on them either. The first chunk of a column in
+    /// a file with at least [`ZSTD_TRIAL_BYTES`] decides for the chunks after it (`zstd`),
+    /// which then skip the trial when it did not pay.
     fn compressed(
         &mut self,
         raw: Vec<(PageKind, Vec<u8>)>,
+        rows: usize,
         zstd: &mut Option<bool>,
     ) -> Result<(Vec<PageBytes>, Compression)> {
         let uncompressed = |raw: Vec<(PageKind, Vec<u8>)>| {
@@ -343,7 +350,9 @@ impl ChunkEncoder {
             .collect::<Result<Vec<_>>>()?;
         let before: usize = raw.iter().map(|(_, b)| b.len()).sum();
         let after: usize = packed.iter().map(|b| b.len()).sum();
-        let pays = (after as f64) <= before as f64 * (1.0 - ZSTD_MIN_SAVING);
+        let saved = before.saturating_sub(after) as f64;
+        let pays = saved >= before as f64 * ZSTD_MIN_SAVING
+            && saved >= rows as f64 * ZSTD_MIN_SAVING_PER_ROW;
         if before >= ZSTD_TRIAL_BYTES {
             zstd.get_or_insert(pays);
         }

@@ -580,10 +580,12 @@ mod tests {
         );
         assert!(encodings(8).contains(&Encoding::DELTA_LENGTH_BYTE_ARRAY));
         // zstd only where it pays: random seqs stay uncompressed in both row groups (the
-        // first chunk's trial decides for the second), hex ids are compressed.
+        // first chunk's trial decides for the second), and so do dictionary keys of three
+        // values (too few bytes a row to save); hex ids are compressed.
         for g in 0..2 {
             let codec = |c: usize| meta.row_group(g).column(c).compression();
             assert_eq!(codec(5), Compression::UNCOMPRESSED, "random seqs");
+            assert_eq!(codec(6), Compression::UNCOMPRESSED, "3 endpoints");
             assert!(matches!(codec(8), Compression::ZSTD(_)), "hex ids");
         }
         let offsets = meta.offset_index().unwrap();
