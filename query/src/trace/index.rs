@@ -689,11 +689,10 @@ impl KeyIndex {
         Ok(span)
     }
 
-    /// The entries of `cache` for `wanted` (each key once), those missing built on every core by
-    /// `build`, which
-    /// is handed the missing keys of one `group` at a time (ascending) and returns their values
-    /// in that order: a row group's blocks are decoded by one reader, since setting up a reader
-    /// costs each column a compression context.
+    /// The entries of `cache` for `wanted` (each key once), those missing built on every core
+    /// by `build`, which is handed the missing keys of one `group` at a time (ascending) and
+    /// returns their values in that order: a row group's blocks are decoded by one reader, as
+    /// each reader sets up a decompression context per compressed column.
     fn cached<K, G, V>(
         &self,
         cache: &Mutex<ByteLru<K, Arc<V>>>,
@@ -703,7 +702,7 @@ impl KeyIndex {
     ) -> Result<Vec<Arc<V>>>
     where
         K: std::hash::Hash + Ord + Clone + Sync,
-        G: Ord,
+        G: Ord + Sync,
         V: Held + Send + Sync,
     {
         let mut out: Vec<Option<Arc<V>>> = {
@@ -713,22 +712,21 @@ impl KeyIndex {
                 .map(|k| cache.get(k).map(Arc::clone))
                 .collect()
         };
-        let mut missing: Vec<usize> = (0..wanted.len()).filter(|&i| out[i].is_none()).collect();
+        let mut missing: Vec<(G, usize)> = (0..wanted.len())
+            .filter(|&i| out[i].is_none())
+            .map(|i| (group(&wanted[i]), i))
+            .collect();
         self.hits
             .fetch_add((wanted.len() - missing.len()) as u64, Ordering::Relaxed);
         self.misses
             .fetch_add(missing.len() as u64, Ordering::Relaxed);
-        missing.sort_by(|&a, &b| {
-            (group(&wanted[a]), &wanted[a]).cmp(&(group(&wanted[b]), &wanted[b]))
-        });
-        let groups: Vec<&[usize]> = missing
-            .chunk_by(|&a, &b| group(&wanted[a]) == group(&wanted[b]))
-            .collect();
+        missing.sort_by(|a, b| (&a.0, &wanted[a.1]).cmp(&(&b.0, &wanted[b.1])));
+        let groups: Vec<&[(G, usize)]> = missing.chunk_by(|a, b| a.0 == b.0).collect();
         let built = on_threads(&groups, |g| {
-            build(&g.iter().map(|&i| &wanted[i]).collect::<Vec<_>>())
+            build(&g.iter().map(|&(_, i)| &wanted[i]).collect::<Vec<_>>())
         });
         for (g, values) in groups.into_iter().zip(built) {
-            for (&i, v) in g.iter().zip(values?) {
+            for (&(_, i), v) in g.iter().zip(values?) {
                 let v = Arc::new(v);
                 lock(cache).put(wanted[i].clone(), Arc::clone(&v), v.bytes());
                 out[i] = Some(v);
@@ -755,16 +753,23 @@ impl KeyIndex {
         let ranges: Vec<Range<usize>> = bs.iter().map(|&b| block_rows(b)).collect();
         self.decode(g, &ranges, columns, dictionaries, |batch| {
             // Every block is whole but a row group's last, which comes last.
-            let mut at = 0;
+            let rows = batch.num_rows();
+            if bs.len() > 1 && rows <= (bs.len() - 1) * BLOCK_ROWS {
+                return Err(DataFusionError::Internal(format!(
+                    "{}: {rows} rows read for blocks {bs:?} of row group {}",
+                    g.0.display(),
+                    g.1
+                )));
+            }
             (0..bs.len())
                 .map(|k| {
+                    let at = k * BLOCK_ROWS;
                     let len = if k + 1 < bs.len() {
                         BLOCK_ROWS
                     } else {
-                        batch.num_rows() - at
+                        rows - at
                     };
-                    at += len;
-                    make(&batch.slice(at - len, len))
+                    make(&batch.slice(at, len))
                 })
                 .collect()
         })
