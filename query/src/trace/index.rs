@@ -735,9 +735,18 @@ impl KeyIndex {
         Ok(out.into_iter().flatten().collect())
     }
 
-    /// Blocks `bs` (ascending) of row group `g`, decoded together.
-    fn blocks(&self, g: &RowGroup, bs: &[usize]) -> Result<Vec<Block>> {
-        self.decode_blocks(g, bs, &meta_columns(), true, Block::new)
+    /// The `units` (row group, block), decoded: from the cache, else a row group's missing
+    /// blocks together.
+    fn decoded(&self, units: Vec<(RowGroup, usize)>) -> Result<Vec<Arc<Block>>> {
+        self.cached(
+            &self.blocks,
+            units,
+            |(g, _)| g.clone(),
+            |units| {
+                let bs: Vec<usize> = units.iter().map(|u| u.1).collect();
+                self.decode_blocks(&units[0].0, &bs, &meta_columns(), true, Block::new)
+            },
+        )
     }
 
     /// Blocks `bs` (ascending) of row group `g` with `columns`, read by one reader and built
@@ -828,11 +837,6 @@ fn read_rows<'a>(
     let schema = reader.schema();
     let batches = reader.collect::<std::result::Result<Vec<_>, _>>()?;
     Ok(concat_batches(&schema, &batches)?)
-}
-
-/// The block numbers of units of one row group.
-fn blocks_of(units: &[&(RowGroup, usize)]) -> Vec<usize> {
-    units.iter().map(|u| u.1).collect()
 }
 
 /// A Parquet file of the table and the first µs of its partition's hour.
@@ -1043,12 +1047,9 @@ impl View {
         let most =
             reached.len() * BLOCK_ROWS + self.buffered.iter().map(|b| b.num_rows()).sum::<usize>();
         admit(most)?;
-        let blocks = self.index.cached(
-            &self.index.blocks,
-            reached.iter().map(|r| self.unit(r)).collect(),
-            |(g, _)| g.clone(),
-            |units| self.index.blocks(&units[0].0, &blocks_of(units)),
-        )?;
+        let blocks = self
+            .index
+            .decoded(reached.iter().map(|r| self.unit(r)).collect())?;
         let buffer = self.buffer()?;
         let sources = reached
             .iter()
@@ -1116,12 +1117,9 @@ impl View {
         let mut wanted: Vec<usize> = candidates.iter().map(|c| c.reached).collect();
         wanted.sort_unstable();
         wanted.dedup();
-        let blocks = self.index.cached(
-            &self.index.blocks,
-            wanted.iter().map(|&r| self.unit(&reached[r])).collect(),
-            |(g, _)| g.clone(),
-            |units| self.index.blocks(&units[0].0, &blocks_of(units)),
-        )?;
+        let blocks = self
+            .index
+            .decoded(wanted.iter().map(|&r| self.unit(&reached[r])).collect())?;
         tracing::debug!(
             probes = probes.len(),
             blocks_reached = reached.len(),
