@@ -14,8 +14,8 @@ if [ "$(id -u)" -ne 0 ] && [ "${CI:-}" != true ]; then
     echo "test: not root: the eBPF and capture tests will skip (run as root to include them)" >&2
 fi
 cargo fmt --all --check
-cargo clippy --all-targets -- -D warnings
-cargo clippy -p wiretrace-benches --all-targets -- -D warnings
+# Every crate, the benches and a host build of the kernel programs.
+cargo clippy --workspace --all-targets -- -D warnings
 mkdir -p target
 cargo test --no-fail-fast -- --test-threads=2 2>&1 | tee target/test.log
 # One closing line over every test binary (cargo prints one per binary, doc tests last).

@@ -5,8 +5,10 @@
 //! `try_x` returning `Result`); `sock.rs` walks from a file descriptor to the `struct sock` and
 //! reads its tuple and sequence numbers; `ids.rs` keeps socket ids, capture sequence numbers and
 //! the per-thread syscall trace id.
-#![no_std]
-#![no_main]
+//!
+//! Built for `bpfel-unknown-none` by ingest's build script. A host build (`cargo clippy
+//! --workspace`) gets a std crate with an empty `main`, so the programs can be linted there.
+#![cfg_attr(target_arch = "bpf", no_std, no_main)]
 
 mod ids;
 mod sock;
@@ -453,11 +455,15 @@ fn try_enter_close(ctx: &TracePointContext) -> Result<(), i64> {
     submit(bytes)
 }
 
-#[cfg(not(test))]
+#[cfg(target_arch = "bpf")]
 #[panic_handler]
 fn panic(_info: &core::panic::PanicInfo) -> ! {
     loop {}
 }
+
+/// Nothing to run on the host: the programs only load into a kernel.
+#[cfg(not(target_arch = "bpf"))]
+fn main() {}
 
 #[unsafe(link_section = "license")]
 #[unsafe(no_mangle)]
