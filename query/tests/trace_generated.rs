@@ -8,6 +8,7 @@ use arrow::{
     array::{AsArray, RecordBatch},
     compute::concat_batches,
     datatypes::Int64Type,
+    util::pretty::pretty_format_batches,
 };
 use datafusion::prelude::SessionContext;
 use parquet::{
@@ -366,6 +367,16 @@ async fn traces_over_a_window_too_large_for_the_query_memory_fail_cleanly() {
     let small = wiretrace_query::session::session_with(dir.path(), 1 << 20, None)
         .await
         .unwrap();
+    // Planning reads nothing: EXPLAIN of the same query succeeds and names the node.
+    let explained = small
+        .sql(&format!("EXPLAIN {sql}"))
+        .await
+        .unwrap()
+        .collect();
+    let plan = pretty_format_batches(&explained.await.unwrap())
+        .unwrap()
+        .to_string();
+    assert!(plan.contains("TraceExec: traces"), "{plan}");
     let err = small.sql(&sql).await.unwrap().collect().await.unwrap_err();
     assert!(
         matches!(

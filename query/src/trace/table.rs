@@ -1,5 +1,5 @@
 //! `trace`, `traces`, `trace_by` and `trace_grafana` as DataFusion table functions: the call
-//! evaluates its arguments, the scan reads and assembles the spans.
+//! evaluates its arguments; its plan node reads and assembles the spans when executed.
 
 use std::{fmt, sync::Arc};
 
@@ -13,12 +13,20 @@ use arrow::{
 use async_trait::async_trait;
 use datafusion::{
     catalog::{Session, TableFunctionArgs, TableFunctionImpl, TableProvider},
-    common::{DFSchema, ScalarValue, plan_err},
-    datasource::{TableType, memory::MemorySourceConfig},
+    common::{DFSchema, ScalarValue, internal_err, plan_err, tree_node::TreeNodeRecursion},
+    datasource::TableType,
     error::{DataFusionError, Result},
-    execution::memory_pool::MemoryConsumer,
+    execution::{
+        SendableRecordBatchStream, TaskContext,
+        memory_pool::{MemoryConsumer, MemoryPool},
+    },
     logical_expr::Expr,
-    physical_plan::ExecutionPlan,
+    physical_expr::{EquivalenceProperties, PhysicalExpr},
+    physical_plan::{
+        DisplayAs, DisplayFormatType, ExecutionPlan, Partitioning, PlanProperties,
+        execution_plan::{Boundedness, EmissionType},
+        stream::RecordBatchStreamAdapter,
+    },
 };
 use wiretrace_storage::schema::l7_flow_log_schema;
 
@@ -282,7 +290,7 @@ impl TableProvider for TraceTable {
 
     async fn scan(
         &self,
-        state: &dyn Session,
+        _state: &dyn Session,
         projection: Option<&Vec<usize>>,
         _filters: &[Expr],
         _limit: Option<usize>,
@@ -322,40 +330,145 @@ impl TableProvider for TraceTable {
                 columns.push(name.to_string());
             }
         }
+        let schema = Arc::new(self.schema.project(&wanted)?);
+        Ok(Arc::new(TraceExec::new(
+            Call {
+                function: self.function,
+                request: self.request.clone(),
+                tolerance: self.tolerance,
+                index: Arc::clone(&self.index),
+                columns,
+                wanted,
+            },
+            schema,
+        )))
+    }
+}
+
+/// A call as its plan node runs it: the request and what to read for the output.
+#[derive(Debug)]
+struct Call {
+    function: Function,
+    request: Request,
+    tolerance: Tolerance,
+    index: Arc<KeyIndex>,
+    /// Stored columns to read for the output.
+    columns: Vec<String>,
+    /// Output columns asked for (indexes into the function's output schema).
+    wanted: Vec<usize>,
+}
+
+impl Call {
+    /// Reads and assembles the spans, drawing `traces()`'s window from `pool`.
+    async fn run(&self, schema: &SchemaRef, pool: &Arc<dyn MemoryPool>) -> Result<RecordBatch> {
         let traced = match &self.request {
             Request::Window { from_us, to_us } => {
-                let memory =
-                    MemoryConsumer::new("traces()").register(&state.runtime_env().memory_pool);
+                let memory = MemoryConsumer::new("traces()").register(pool);
+                let (from, to) = (*from_us, *to_us);
                 lookup::traces(
                     &self.index,
-                    *from_us,
-                    *to_us,
+                    from,
+                    to,
                     &self.tolerance,
-                    &columns,
+                    &self.columns,
                     memory,
                 )
                 .await?
             }
             Request::Lookup { seed, window_us } => {
-                lookup::expand(
-                    &self.index,
-                    seed.clone(),
-                    *window_us,
-                    &self.tolerance,
-                    &columns,
-                )
-                .await?
+                let (seed, window) = (seed.clone(), *window_us);
+                lookup::expand(&self.index, seed, window, &self.tolerance, &self.columns).await?
             }
         };
-        let schema = Arc::new(self.schema.project(&wanted)?);
-        let batch = if self.function == Function::TraceGrafana {
-            grafana(&traced)?.project(&wanted)?
+        if self.function == Function::TraceGrafana {
+            Ok(grafana(&traced)?.project(&self.wanted)?)
         } else {
-            with_tree_columns(&schema, &traced)?
-        };
-        let exec: Arc<dyn ExecutionPlan> =
-            MemorySourceConfig::try_new_exec(&[vec![batch]], schema, None)?;
-        Ok(exec)
+            with_tree_columns(schema, &traced)
+        }
+    }
+}
+
+/// The plan node of a trace function: the spans are read and assembled when it is executed
+/// (not while the query is planned, so `EXPLAIN` costs nothing and the work is cancelled with
+/// the query), in one partition of one batch.
+#[derive(Debug)]
+struct TraceExec {
+    call: Arc<Call>,
+    properties: Arc<PlanProperties>,
+}
+
+impl TraceExec {
+    fn new(call: Call, schema: SchemaRef) -> Self {
+        let properties = PlanProperties::new(
+            EquivalenceProperties::new(schema),
+            Partitioning::UnknownPartitioning(1),
+            EmissionType::Final,
+            Boundedness::Bounded,
+        );
+        Self {
+            call: Arc::new(call),
+            properties: Arc::new(properties),
+        }
+    }
+}
+
+impl DisplayAs for TraceExec {
+    fn fmt_as(&self, _t: DisplayFormatType, f: &mut fmt::Formatter) -> fmt::Result {
+        let name = Function::ALL
+            .iter()
+            .find(|(_, g)| *g == self.call.function)
+            .map_or("trace", |(n, _)| n);
+        match &self.call.request {
+            Request::Window { from_us, to_us } => {
+                write!(f, "TraceExec: {name}, window_us=[{from_us}, {to_us}]")
+            }
+            Request::Lookup { seed, window_us } => {
+                write!(f, "TraceExec: {name}, seed={seed:?}, window_us={window_us}")
+            }
+        }
+    }
+}
+
+impl ExecutionPlan for TraceExec {
+    fn name(&self) -> &'static str {
+        "TraceExec"
+    }
+
+    fn properties(&self) -> &Arc<PlanProperties> {
+        &self.properties
+    }
+
+    fn children(&self) -> Vec<&Arc<dyn ExecutionPlan>> {
+        vec![]
+    }
+
+    fn apply_expressions(
+        &self,
+        _f: &mut dyn FnMut(&Arc<dyn PhysicalExpr>) -> Result<TreeNodeRecursion>,
+    ) -> Result<TreeNodeRecursion> {
+        Ok(TreeNodeRecursion::Continue)
+    }
+
+    fn with_new_children(
+        self: Arc<Self>,
+        _children: Vec<Arc<dyn ExecutionPlan>>,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        Ok(self)
+    }
+
+    fn execute(
+        &self,
+        partition: usize,
+        context: Arc<TaskContext>,
+    ) -> Result<SendableRecordBatchStream> {
+        if partition != 0 {
+            return internal_err!("TraceExec has one partition, not {partition}");
+        }
+        let (call, schema) = (Arc::clone(&self.call), self.schema());
+        let pool = Arc::clone(context.memory_pool());
+        let out = Arc::clone(&schema);
+        let batch = futures::stream::once(async move { call.run(&out, &pool).await });
+        Ok(Box::pin(RecordBatchStreamAdapter::new(schema, batch)))
     }
 }
 
