@@ -210,6 +210,23 @@ fn passwords_and_tls() {
     assert!(!out.status.success(), "got in without a password");
 }
 
+/// statement_timeout bounds the trace functions like any query; without it the same
+/// `traces()` returns every span.
+#[test]
+fn trace_functions_obey_statement_timeout() {
+    let wt = server_with_spans();
+    let all =
+        "select count(*) from traces(now() - interval '10 minutes', now() + interval '1 minute')";
+    let out = wt.psql_raw(&format!("set statement_timeout = 1; {all}"));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("statement timeout"), "{err}");
+    let spans: usize = wt.psql(all)[0][0].parse().unwrap();
+    let stored: usize = wt.psql("select count(*) from l7_flow_log")[0][0]
+        .parse()
+        .unwrap();
+    assert_eq!(spans, stored);
+}
+
 /// A cancel request (psycopg 3's `cancel()`) and statement_timeout (psql) stop a long query
 /// with SQLSTATE 57014 within a second or two; the connection and server go on.
 #[test]
