@@ -193,6 +193,7 @@ async fn run(dir: &Path, seeds: &[i64]) {
             from,
             to,
             |_| Ok(()),
+            &|| Ok(()),
             |_, meta| {
                 let mut a = Default::default();
                 let mut secs = f64::MAX;

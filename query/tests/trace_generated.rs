@@ -2,7 +2,7 @@
 //! traces through sidecars and a tunnel, assembled in memory, through `traces()` over Parquet,
 //! and from single spans with `trace()`.
 
-use std::{collections::HashMap, fs::File};
+use std::{collections::HashMap, fs::File, sync::Arc};
 
 use arrow::{
     array::{AsArray, RecordBatch},
@@ -10,6 +10,7 @@ use arrow::{
     datatypes::Int64Type,
     util::pretty::pretty_format_batches,
 };
+use datafusion::error::DataFusionError;
 use datafusion::prelude::SessionContext;
 use parquet::{
     arrow::{
@@ -23,7 +24,7 @@ use parquet::{
     },
 };
 use wiretrace_ingest::generate::{GenConfig, Generated, Generator, Truth};
-use wiretrace_query::trace::{SpanMeta, Tolerance, assemble};
+use wiretrace_query::trace::{SpanMeta, Tolerance, assemble, index::KeyIndex};
 use wiretrace_storage::{TableWriters, schema::L7_FLOW_LOG};
 
 const TRACES: usize = 10_000;
@@ -398,4 +399,37 @@ async fn traces_over_a_window_too_large_for_the_query_memory_fail_cleanly() {
     let enough = wiretrace_query::session(dir.path()).await.unwrap();
     let rows = enough.sql(&sql).await.unwrap().collect().await.unwrap();
     assert_eq!(found_from_rows(&rows).len(), spans);
+}
+
+/// A window stopped before its row groups are decoded (what `traces()` does once its query is
+/// cancelled or times out) returns the stop and leaves nothing decoded in the key index; let go
+/// on, the same window holds every span.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stopped_window_decodes_nothing() {
+    let cfg = concurrent();
+    let g = Generator::new(cfg.clone()).traces(300, 300);
+    let dir = stored(&g);
+    let index = Arc::new(KeyIndex::new(dir.path(), None, 64 << 20));
+    let view = index.view().await.unwrap();
+    let (from, to) = (
+        cfg.start_us - 1_000_000,
+        cfg.start_us + cfg.spread_us + 1_000_000,
+    );
+    let stop = || Err(DataFusionError::Execution("stopped".into()));
+    let err = view
+        .window(from, to, |_| Ok(()), &stop, |_, _| Ok(()))
+        .unwrap_err();
+    assert!(err.to_string().contains("stopped"), "{err}");
+    let entries = || {
+        (index.counters())()
+            .into_iter()
+            .find(|c| c.0 == "key_index_entries")
+            .map(|c| c.1)
+    };
+    assert_eq!(entries(), Some(0));
+    let spans = view
+        .window(from, to, |_| Ok(()), &|| Ok(()), |_, meta| Ok(meta.len()))
+        .unwrap();
+    assert_eq!(spans, g.truth.len());
+    assert!(entries().is_some_and(|n| n > 0));
 }

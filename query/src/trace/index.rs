@@ -736,13 +736,18 @@ impl KeyIndex {
     }
 
     /// The `units` (row group, block), decoded: from the cache, else a row group's missing
-    /// blocks together.
-    fn decoded(&self, units: Vec<(RowGroup, usize)>) -> Result<Vec<Arc<Block>>> {
+    /// blocks together, each row group once `go_on` lets it.
+    fn decoded(
+        &self,
+        units: Vec<(RowGroup, usize)>,
+        go_on: &(dyn Fn() -> Result<()> + Sync),
+    ) -> Result<Vec<Arc<Block>>> {
         self.cached(
             &self.blocks,
             units,
             |(g, _)| g.clone(),
             |units| {
+                go_on()?;
                 let bs: Vec<usize> = units.iter().map(|u| u.1).collect();
                 self.decode_blocks(&units[0].0, &bs, &meta_columns(), true, Block::new)
             },
@@ -1034,12 +1039,14 @@ impl View {
     /// Every span starting in `[from, to]`, handed to `f`: where its row is and its assembly
     /// row (read in place in the decoded blocks, not copied), file by file in row order, then
     /// the buffered ones. `admit` is told how many spans the window may hold at most before
-    /// any is decoded, and may refuse.
+    /// any is decoded, and may refuse; `go_on` is asked before each row group is decoded, and
+    /// may stop the call.
     pub fn window<R>(
         &self,
         from: i64,
         to: i64,
         admit: impl FnOnce(usize) -> Result<()>,
+        go_on: &(dyn Fn() -> Result<()> + Sync),
         f: impl FnOnce(&[Loc], &[&SpanMeta]) -> Result<R>,
     ) -> Result<R> {
         // No bloom filter prunes `_id`: a probe of it reaches every block its times overlap.
@@ -1049,7 +1056,7 @@ impl View {
         admit(most)?;
         let blocks = self
             .index
-            .decoded(reached.iter().map(|r| self.unit(r)).collect())?;
+            .decoded(reached.iter().map(|r| self.unit(r)).collect(), go_on)?;
         let buffer = self.buffer()?;
         let sources = reached
             .iter()
@@ -1117,9 +1124,10 @@ impl View {
         let mut wanted: Vec<usize> = candidates.iter().map(|c| c.reached).collect();
         wanted.sort_unstable();
         wanted.dedup();
-        let blocks = self
-            .index
-            .decoded(wanted.iter().map(|&r| self.unit(&reached[r])).collect())?;
+        let blocks = self.index.decoded(
+            wanted.iter().map(|&r| self.unit(&reached[r])).collect(),
+            &|| Ok(()),
+        )?;
         tracing::debug!(
             probes = probes.len(),
             blocks_reached = reached.len(),

@@ -115,7 +115,9 @@ const OUTPUT_BYTES_PER_COLUMN: usize = 16;
 /// Every span starting in `[from_us, to_us]`, assembled, read through `index` (the blocks of
 /// the window decoded once, then the asked-for `columns` of the spans). What the window may
 /// take is reserved from `memory` before anything is decoded: a window too large for the
-/// query memory fails with a resources-exhausted error instead of growing the server.
+/// query memory fails with a resources-exhausted error instead of growing the server. Once the
+/// call is dropped (its query cancelled or timed out), the work stops before its next row group
+/// or step.
 pub async fn traces(
     index: &Arc<KeyIndex>,
     from_us: i64,
@@ -128,6 +130,10 @@ pub async fn traces(
     let per_span = WINDOW_BYTES_PER_SPAN + columns.len() * OUTPUT_BYTES_PER_COLUMN;
     let columns = columns.to_vec();
     let tol = *tol;
+    // Dropped with this call's future (its query cancelled or timed out), which the blocking
+    // work then sees between its steps.
+    let (sender, _waiting) = tokio::sync::oneshot::channel::<()>();
+    let abandoned = Abandoned(sender);
     blocking(&view, move |v| {
         let admit = |spans: usize| {
             memory.try_grow(spans * per_span).map_err(|e| {
@@ -139,14 +145,32 @@ pub async fn traces(
                 ))
             })
         };
-        v.window(from_us, to_us, admit, |locs, meta| {
+        let go_on = || abandoned.check();
+        v.window(from_us, to_us, admit, &go_on, |locs, meta| {
+            abandoned.check()?;
             let a = assemble(meta, &tol);
+            abandoned.check()?;
             let picked: Vec<Loc> = a.sequence.iter().map(|&i| locs[i as usize]).collect();
             let rows = v.rows(&picked, &columns)?;
             Ok(Traced::new(meta, &a, &a.sequence, rows))
         })
     })
     .await
+}
+
+/// The blocking side of a call that awaits it: whether the call is still there.
+struct Abandoned(tokio::sync::oneshot::Sender<()>);
+
+impl Abandoned {
+    /// An error once the call awaiting the work has been dropped.
+    fn check(&self) -> Result<()> {
+        match self.0.is_closed() {
+            true => Err(DataFusionError::Execution(
+                "traces() stopped: its query ended".into(),
+            )),
+            false => Ok(()),
+        }
+    }
 }
 
 /// Runs `f` on `view` off the async threads (it reads files and decodes row groups).
