@@ -364,11 +364,10 @@ impl Call {
         let traced = match &self.request {
             Request::Window { from_us, to_us } => {
                 let memory = MemoryConsumer::new("traces()").register(pool);
-                let (from, to) = (*from_us, *to_us);
                 lookup::traces(
                     &self.index,
-                    from,
-                    to,
+                    *from_us,
+                    *to_us,
                     &self.tolerance,
                     &self.columns,
                     memory,
@@ -376,8 +375,14 @@ impl Call {
                 .await?
             }
             Request::Lookup { seed, window_us } => {
-                let (seed, window) = (seed.clone(), *window_us);
-                lookup::expand(&self.index, seed, window, &self.tolerance, &self.columns).await?
+                lookup::expand(
+                    &self.index,
+                    seed.clone(),
+                    *window_us,
+                    &self.tolerance,
+                    &self.columns,
+                )
+                .await?
             }
         };
         if self.function == Function::TraceGrafana {
