@@ -13,7 +13,7 @@ use std::{
 use anyhow::{Context, bail};
 
 const PROGRAMS_CRATE: &str = "wiretrace-ebpf";
-const BIN_NAME: &str = "wiretrace";
+const BIN_NAME: &str = "wiretrace-ebpf";
 
 fn main() -> anyhow::Result<()> {
     let manifest = PathBuf::from(env::var("CARGO_MANIFEST_DIR")?);
