@@ -10,8 +10,7 @@ use arrow::{
     datatypes::Int64Type,
     util::pretty::pretty_format_batches,
 };
-use datafusion::error::DataFusionError;
-use datafusion::prelude::SessionContext;
+use datafusion::{error::DataFusionError, prelude::SessionContext};
 use parquet::{
     arrow::{
         ArrowWriter,
@@ -180,10 +179,17 @@ fn stored(g: &Generated) -> tempfile::TempDir {
     dir
 }
 
+/// A window around every span `cfg` generates, µs.
+fn bounds(cfg: &GenConfig) -> (i64, i64) {
+    (
+        cfg.start_us - 1_000_000,
+        cfg.start_us + cfg.spread_us + 1_000_000,
+    )
+}
+
 /// `traces()` over every span `cfg` generates, with the tree columns the checks read.
 fn whole_window(cfg: &GenConfig) -> String {
-    let from = cfg.start_us - 1_000_000;
-    let to = cfg.start_us + cfg.spread_us + 1_000_000;
+    let (from, to) = bounds(cfg);
     format!(
         "SELECT _id, trace_uid, parent_id FROM traces(to_timestamp_micros({from}), \
          to_timestamp_micros({to}))"
@@ -411,10 +417,7 @@ async fn a_stopped_window_decodes_nothing() {
     let dir = stored(&g);
     let index = Arc::new(KeyIndex::new(dir.path(), None, 64 << 20));
     let view = index.view().await.unwrap();
-    let (from, to) = (
-        cfg.start_us - 1_000_000,
-        cfg.start_us + cfg.spread_us + 1_000_000,
-    );
+    let (from, to) = bounds(&cfg);
     let stop = || Err(DataFusionError::Execution("stopped".into()));
     let err = view
         .window(from, to, |_| Ok(()), &stop, |_, _| Ok(()))

@@ -132,8 +132,7 @@ pub async fn traces(
     let tol = *tol;
     // Dropped with this call's future (its query cancelled or timed out), which the blocking
     // work then sees between its steps.
-    let (sender, _waiting) = tokio::sync::oneshot::channel::<()>();
-    let abandoned = Abandoned(sender);
+    let (waited, _waiting) = tokio::sync::oneshot::channel::<()>();
     blocking(&view, move |v| {
         let admit = |spans: usize| {
             memory.try_grow(spans * per_span).map_err(|e| {
@@ -145,32 +144,22 @@ pub async fn traces(
                 ))
             })
         };
-        let go_on = || abandoned.check();
+        let go_on = || match waited.is_closed() {
+            true => Err(DataFusionError::Execution(
+                "traces() stopped: its query ended".into(),
+            )),
+            false => Ok(()),
+        };
         v.window(from_us, to_us, admit, &go_on, |locs, meta| {
-            abandoned.check()?;
+            go_on()?;
             let a = assemble(meta, &tol);
-            abandoned.check()?;
+            go_on()?;
             let picked: Vec<Loc> = a.sequence.iter().map(|&i| locs[i as usize]).collect();
             let rows = v.rows(&picked, &columns)?;
             Ok(Traced::new(meta, &a, &a.sequence, rows))
         })
     })
     .await
-}
-
-/// The blocking side of a call that awaits it: whether the call is still there.
-struct Abandoned(tokio::sync::oneshot::Sender<()>);
-
-impl Abandoned {
-    /// An error once the call awaiting the work has been dropped.
-    fn check(&self) -> Result<()> {
-        match self.0.is_closed() {
-            true => Err(DataFusionError::Execution(
-                "traces() stopped: its query ended".into(),
-            )),
-            false => Ok(()),
-        }
-    }
 }
 
 /// Runs `f` on `view` off the async threads (it reads files and decodes row groups).
