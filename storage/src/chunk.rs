@@ -230,16 +230,15 @@ impl ChunkEncoder {
                     let width = d.width();
                     buf.push(width);
                     encoding::rle_hybrid(keys, width, &mut buf);
-                    let value = |k: Option<&u32>| k.map(|&k| d.values[k as usize]);
+                    let bounds =
+                        bounds(keys).map(|(lo, hi)| (d.values[lo as usize], d.values[hi as usize]));
                     let nulls = page_rows.len() - count;
-                    stats.page(value(keys.iter().min()), value(keys.iter().max()), nulls);
+                    stats.page(bounds, nulls);
                 }
                 None => {
                     let page_values = &values[from..from + count];
                     V::encode(page_values, encoding, &mut buf)?;
-                    let min = page_values.iter().min().copied();
-                    let max = page_values.iter().max().copied();
-                    stats.page(min, max, page_rows.len() - count);
+                    stats.page(bounds(page_values), page_rows.len() - count);
                 }
             }
             from += count;
@@ -550,6 +549,16 @@ fn non_null<T: Copy + Default>(
     out
 }
 
+/// The least and the greatest of `values`, both in one pass (for integers one the compiler
+/// vectorizes; `Iterator::min` and `max` over references are two passes it does not).
+fn bounds<T: Copy + Ord>(values: &[T]) -> Option<(T, T)> {
+    let (&first, rest) = values.split_first()?;
+    Some(
+        rest.iter()
+            .fold((first, first), |(lo, hi), &v| (lo.min(v), hi.max(v))),
+    )
+}
+
 /// A page as it is written: its kind, its bytes and their size uncompressed.
 struct PageBytes {
     kind: PageKind,
@@ -608,10 +617,10 @@ impl<V: Value> PageStats<V> {
         }
     }
 
-    fn page(&mut self, min: Option<V>, max: Option<V>, nulls: usize) {
+    fn page(&mut self, bounds: Option<(V, V)>, nulls: usize) {
         self.nulls += nulls as u64;
-        match (min, max) {
-            (Some(min), Some(max)) => {
+        match bounds {
+            Some((min, max)) => {
                 if let Some((lmin, lmax)) = self.last {
                     self.ascending &= lmin <= min && lmax <= max;
                     self.descending &= lmin >= min && lmax >= max;
@@ -622,7 +631,7 @@ impl<V: Value> PageStats<V> {
                 self.index
                     .append(false, min.stat_bytes(), max.stat_bytes(), nulls as i64);
             }
-            _ => self
+            None => self
                 .index
                 .append(true, Vec::new(), Vec::new(), nulls as i64),
         }
