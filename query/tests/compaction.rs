@@ -208,7 +208,9 @@ async fn trace_lookups_see_buffered_flushed_and_compacted_rows() {
     let probe = Probe::starting(Key::Id(seeds[0]), i64::MIN, i64::MAX);
     let found = early.find(&[probe]).unwrap();
     assert_eq!(found.len(), 1, "the seed through a view of retired files");
-    let rows = early.rows(&[found[0].loc], &["_id".to_string()]).unwrap();
+    let rows = early
+        .rows(&[found[0].loc], &["_id".to_string()], &|| Ok(()))
+        .unwrap();
     assert_eq!(
         rows.column(0).as_primitive::<Int64Type>().value(0),
         seeds[0]

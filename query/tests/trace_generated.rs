@@ -409,7 +409,7 @@ async fn traces_over_a_window_too_large_for_the_query_memory_fail_cleanly() {
 
 /// A window stopped before its row groups are decoded (what `traces()` does once its query is
 /// cancelled or times out) returns the stop and leaves nothing decoded in the key index; let go
-/// on, the same window holds every span.
+/// on, the same window holds every span. Reading those spans' rows stops the same way.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stopped_window_decodes_nothing() {
     let cfg = concurrent();
@@ -430,9 +430,20 @@ async fn a_stopped_window_decodes_nothing() {
             .map(|c| c.1)
     };
     assert_eq!(entries(), Some(0));
-    let spans = view
-        .window(from, to, |_| Ok(()), &|| Ok(()), |_, meta| Ok(meta.len()))
+    let locs = view
+        .window(
+            from,
+            to,
+            |_| Ok(()),
+            &|| Ok(()),
+            |locs, _| Ok(locs.to_vec()),
+        )
         .unwrap();
-    assert_eq!(spans, g.truth.len());
+    assert_eq!(locs.len(), g.truth.len());
     assert!(entries().is_some_and(|n| n > 0));
+    let columns = ["_id".to_string()];
+    let err = view.rows(&locs, &columns, &stop).unwrap_err();
+    assert!(err.to_string().contains("stopped"), "{err}");
+    let rows = view.rows(&locs, &columns, &|| Ok(())).unwrap();
+    assert_eq!(rows.num_rows(), g.truth.len());
 }

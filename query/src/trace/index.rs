@@ -1162,8 +1162,14 @@ impl View {
         Ok(out)
     }
 
-    /// The rows at `locs` with `columns` (of `l7_flow_log`), in the order of `locs`.
-    pub fn rows(&self, locs: &[Loc], columns: &[String]) -> Result<RecordBatch> {
+    /// The rows at `locs` with `columns` (of `l7_flow_log`), in the order of `locs`; `go_on` is
+    /// asked before each row group is read, and may stop the call.
+    pub fn rows(
+        &self,
+        locs: &[Loc],
+        columns: &[String],
+        go_on: &(dyn Fn() -> Result<()> + Sync),
+    ) -> Result<RecordBatch> {
         if columns.is_empty() {
             return Ok(RecordBatch::try_new_with_options(
                 Arc::new(Schema::empty()),
@@ -1189,6 +1195,7 @@ impl View {
             sorted.chunk_by(|a, b| group(&a.1) == group(&b.1)).collect();
         // Row groups are read on every core: most of a lookup's time goes to their columns.
         let pieces = on_threads(&runs, |run| -> Result<RecordBatch> {
+            go_on()?;
             let rows: Vec<u32> = run
                 .iter()
                 .map(|(_, l)| match l {

@@ -131,7 +131,7 @@ pub async fn traces(
     let columns = columns.to_vec();
     let tol = *tol;
     // Dropped with this call's future (its query cancelled or timed out), which the blocking
-    // work then sees between its steps.
+    // work then sees before each row group it decodes or reads.
     let (waited, _waiting) = tokio::sync::oneshot::channel::<()>();
     blocking(&view, move |v| {
         let admit = |spans: usize| {
@@ -153,9 +153,8 @@ pub async fn traces(
         v.window(from_us, to_us, admit, &go_on, |locs, meta| {
             go_on()?;
             let a = assemble(meta, &tol);
-            go_on()?;
             let picked: Vec<Loc> = a.sequence.iter().map(|&i| locs[i as usize]).collect();
-            let rows = v.rows(&picked, &columns)?;
+            let rows = v.rows(&picked, &columns, &go_on)?;
             Ok(Traced::new(meta, &a, &a.sequence, rows))
         })
     })
@@ -197,7 +196,7 @@ pub async fn expand(
     let seeds: Vec<i64> = first.iter().map(|f| f.meta.id).collect();
     let Some(from) = first.iter().map(|f| f.meta.start).min() else {
         let columns = columns.to_vec();
-        let rows = blocking(&view, move |v| v.rows(&[], &columns)).await?;
+        let rows = blocking(&view, move |v| v.rows(&[], &columns, &|| Ok(()))).await?;
         let mut t = Traced::new(&[], &Assembly::default(), &[], rows);
         t.lookups = lookups;
         return Ok(t);
@@ -284,7 +283,7 @@ pub async fn expand(
     lookups.push(col("_id").in_list(ids, false).and(between(lo, hi)));
     let at: Vec<Loc> = picked.iter().map(|&i| locs[i as usize]).collect();
     let columns = columns.to_vec();
-    let rows = blocking(&view, move |v| v.rows(&at, &columns)).await?;
+    let rows = blocking(&view, move |v| v.rows(&at, &columns, &|| Ok(()))).await?;
     let mut t = Traced::new(&meta.iter().collect::<Vec<_>>(), &assembly, &picked, rows);
     t.lookups = lookups;
     Ok(t)
