@@ -131,7 +131,7 @@ pub async fn traces(
     let columns = columns.to_vec();
     let tol = *tol;
     // Dropped with this call's future (its query cancelled or timed out), which the blocking
-    // work then sees before each row group it decodes or reads.
+    // work then sees before each row group it decodes or reads, and before it assembles.
     let (waited, _waiting) = tokio::sync::oneshot::channel::<()>();
     blocking(&view, move |v| {
         let admit = |spans: usize| {
