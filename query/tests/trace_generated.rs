@@ -23,7 +23,7 @@ use parquet::{
     },
 };
 use wiretrace_ingest::generate::{GenConfig, Generated, Generator, Truth};
-use wiretrace_query::trace::{SpanMeta, Tolerance, assemble, index::KeyIndex};
+use wiretrace_query::trace::{SpanMeta, Tolerance, assemble, assemble_until, index::KeyIndex};
 use wiretrace_storage::{TableWriters, schema::L7_FLOW_LOG};
 
 const TRACES: usize = 10_000;
@@ -409,7 +409,8 @@ async fn traces_over_a_window_too_large_for_the_query_memory_fail_cleanly() {
 
 /// A window stopped before its row groups are decoded (what `traces()` does once its query is
 /// cancelled or times out) returns the stop and leaves nothing decoded in the key index; let go
-/// on, the same window holds every span. Reading those spans' rows stops the same way.
+/// on, the same window holds every span. Assembling them and reading their rows stop the same
+/// way.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stopped_window_decodes_nothing() {
     let cfg = concurrent();
@@ -441,6 +442,17 @@ async fn a_stopped_window_decodes_nothing() {
         .unwrap();
     assert_eq!(locs.len(), g.truth.len());
     assert!(entries().is_some_and(|n| n > 0));
+    let tol = Tolerance::default();
+    let err = view
+        .window(
+            from,
+            to,
+            |_| Ok(()),
+            &|| Ok(()),
+            |_, meta| assemble_until(meta, &tol, &stop).map(|a| a.sequence.len()),
+        )
+        .unwrap_err();
+    assert!(err.to_string().contains("stopped"), "{err}");
     let columns = ["_id".to_string()];
     let err = view.rows(&locs, &columns, &stop).unwrap_err();
     assert!(err.to_string().contains("stopped"), "{err}");

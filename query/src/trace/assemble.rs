@@ -4,6 +4,8 @@
 //! request's X-Request-ID / trace id; set roots left over attach through X-Request-ID or span
 //! ids. Every parent link is checked against cycles before it is made.
 
+use std::convert::Infallible;
+
 use super::meta::{Point, SpanMeta};
 
 /// Time tolerances of the relation checks.
@@ -234,11 +236,27 @@ impl Sets {
 
 /// Assembles `spans` into traces.
 pub fn assemble(spans: &[&SpanMeta], tol: &Tolerance) -> Assembly {
+    match assemble_until(spans, tol, &|| Ok::<(), Infallible>(())) {
+        Ok(a) => a,
+        Err(never) => match never {},
+    }
+}
+
+/// [`assemble`], asking `go_on` between its steps (network sets, call adoption, root
+/// attachment, ordering), which may stop it with an error.
+pub fn assemble_until<E>(
+    spans: &[&SpanMeta],
+    tol: &Tolerance,
+    go_on: &dyn Fn() -> Result<(), E>,
+) -> Result<Assembly, E> {
     let mut parent: Vec<Option<u32>> = vec![None; spans.len()];
     let (hop_of, leaves) = network_sets(spans, tol, &mut parent);
+    go_on()?;
     adopt_calls(spans, &hop_of, &mut parent);
+    go_on()?;
     attach_roots(spans, &hop_of, &leaves, &mut parent);
-    order(spans, &parent)
+    go_on()?;
+    Ok(order(spans, &parent))
 }
 
 /// Network span sets: spans joined by the strong tcp_seq relation, each chained in path order

@@ -16,7 +16,7 @@ use datafusion::{
 use wiretrace_storage::{LOOKUP_KEY_COLUMNS, schema::l7_flow_log_schema};
 
 use super::{
-    assemble::{Assembly, Tolerance, assemble},
+    assemble::{Assembly, Tolerance, assemble, assemble_until},
     index::{Key, KeyIndex, Loc, Probe, View},
     meta::{Point, SpanMeta, StringKeys},
 };
@@ -131,7 +131,7 @@ pub async fn traces(
     let columns = columns.to_vec();
     let tol = *tol;
     // Dropped with this call's future (its query cancelled or timed out), which the blocking
-    // work then sees before each row group it decodes or reads, and before it assembles.
+    // work then sees before each row group it decodes or reads and between assembly's steps.
     let (waited, _waiting) = tokio::sync::oneshot::channel::<()>();
     blocking(&view, move |v| {
         let admit = |spans: usize| {
@@ -152,7 +152,7 @@ pub async fn traces(
         };
         v.window(from_us, to_us, admit, &go_on, |locs, meta| {
             go_on()?;
-            let a = assemble(meta, &tol);
+            let a = assemble_until(meta, &tol, &go_on)?;
             let picked: Vec<Loc> = a.sequence.iter().map(|&i| locs[i as usize]).collect();
             let rows = v.rows(&picked, &columns, &go_on)?;
             Ok(Traced::new(meta, &a, &a.sequence, rows))

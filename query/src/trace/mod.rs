@@ -16,7 +16,7 @@ use std::sync::Arc;
 
 use datafusion::prelude::SessionContext;
 
-pub use assemble::{Assembly, Tolerance, assemble};
+pub use assemble::{Assembly, Tolerance, assemble, assemble_until};
 pub use index::KeyIndex;
 pub use meta::SpanMeta;
 pub use table::{Function, TraceFunction};
