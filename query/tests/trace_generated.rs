@@ -431,27 +431,19 @@ async fn a_stopped_window_decodes_nothing() {
             .map(|c| c.1)
     };
     assert_eq!(entries(), Some(0));
-    let locs = view
+    let tol = Tolerance::default();
+    let (locs, assembled) = view
         .window(
             from,
             to,
             |_| Ok(()),
             &|| Ok(()),
-            |locs, _| Ok(locs.to_vec()),
+            |locs, meta| Ok((locs.to_vec(), assemble_until(meta, &tol, &stop))),
         )
         .unwrap();
     assert_eq!(locs.len(), g.truth.len());
     assert!(entries().is_some_and(|n| n > 0));
-    let tol = Tolerance::default();
-    let err = view
-        .window(
-            from,
-            to,
-            |_| Ok(()),
-            &|| Ok(()),
-            |_, meta| assemble_until(meta, &tol, &stop).map(|a| a.sequence.len()),
-        )
-        .unwrap_err();
+    let err = assembled.map(|a| a.sequence.len()).unwrap_err();
     assert!(err.to_string().contains("stopped"), "{err}");
     let columns = ["_id".to_string()];
     let err = view.rows(&locs, &columns, &stop).unwrap_err();
