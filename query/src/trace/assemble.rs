@@ -242,7 +242,7 @@ pub fn assemble(spans: &[&SpanMeta], tol: &Tolerance) -> Assembly {
     }
 }
 
-/// [`assemble`], asking `go_on` between its steps (network sets, call adoption, root
+/// [`assemble`], asking `go_on` before each of its steps (network sets, call adoption, root
 /// attachment, ordering), which may stop it with an error.
 pub fn assemble_until<E>(
     spans: &[&SpanMeta],
@@ -250,6 +250,7 @@ pub fn assemble_until<E>(
     go_on: &dyn Fn() -> Result<(), E>,
 ) -> Result<Assembly, E> {
     let mut parent: Vec<Option<u32>> = vec![None; spans.len()];
+    go_on()?;
     let (hop_of, leaves) = network_sets(spans, tol, &mut parent);
     go_on()?;
     adopt_calls(spans, &hop_of, &mut parent);

@@ -131,7 +131,7 @@ pub async fn traces(
     let columns = columns.to_vec();
     let tol = *tol;
     // Dropped with this call's future (its query cancelled or timed out), which the blocking
-    // work then sees before each row group it decodes or reads and between assembly's steps.
+    // work then sees before each row group it decodes or reads and before each assembly step.
     let (waited, _waiting) = tokio::sync::oneshot::channel::<()>();
     blocking(&view, move |v| {
         let admit = |spans: usize| {
@@ -151,7 +151,6 @@ pub async fn traces(
             false => Ok(()),
         };
         v.window(from_us, to_us, admit, &go_on, |locs, meta| {
-            go_on()?;
             let a = assemble_until(meta, &tol, &go_on)?;
             let picked: Vec<Loc> = a.sequence.iter().map(|&i| locs[i as usize]).collect();
             let rows = v.rows(&picked, &columns, &go_on)?;
