@@ -332,7 +332,8 @@ impl ChunkEncoder {
     /// numbers, few distinct values already in a dictionary, tiny chunks), pages stay
     /// uncompressed, so a reader spends nothing on them either. The first chunk of a column in
     /// a file with at least [`ZSTD_TRIAL_BYTES`] decides for the chunks after it (`zstd`),
-    /// which then skip the trial when it did not pay.
+    /// which then skip the trial when it did not pay; a chunk of fewer bytes than the saving
+    /// asked of it is never tried.
     fn compressed(
         &mut self,
         raw: Vec<(PageKind, Vec<u8>)>,
@@ -347,14 +348,15 @@ impl ChunkEncoder {
             });
             (pages.collect(), Compression::UNCOMPRESSED)
         };
-        if *zstd == Some(false) {
+        let before: usize = raw.iter().map(|(_, b)| b.len()).sum();
+        // A chunk smaller than the least saving asked of it cannot pay: no trial.
+        if *zstd == Some(false) || (before as f64) < rows as f64 * ZSTD_MIN_SAVING_PER_ROW {
             return Ok(uncompressed(raw));
         }
         let packed = raw
             .iter()
             .map(|(_, b)| self.compress(b))
             .collect::<Result<Vec<_>>>()?;
-        let before: usize = raw.iter().map(|(_, b)| b.len()).sum();
         let after: usize = packed.iter().map(|b| b.len()).sum();
         let saved = before.saturating_sub(after) as f64;
         let pays = saved >= before as f64 * ZSTD_MIN_SAVING
