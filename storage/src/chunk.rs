@@ -156,31 +156,28 @@ impl ChunkEncoder {
         groups
             .iter()
             .map(|rows| {
-                let valid = nulls.map(|n| Validity::of(rows, n));
-                let valid = valid.as_ref();
                 let dictionary = interned
                     .as_ref()
-                    .and_then(|i| i.chunk(non_null(rows, valid, |r| i.key[r]), &mut local));
+                    .and_then(|i| i.chunk(non_null(rows, nulls, |r| i.key[r]), &mut local));
                 let content = match dictionary {
                     Some(d) => Content::Dictionary(d),
                     None if all_null => Content::Plain(Vec::new()),
-                    None => Content::Plain(non_null(rows, valid, &value)),
+                    None => Content::Plain(non_null(rows, nulls, &value)),
                 };
                 let descr = Arc::clone(&descr);
-                self.chunk(descr, rows, valid, content, spec, &mut zstd)
+                self.chunk(descr, rows, nulls, content, spec, &mut zstd)
             })
             .collect()
     }
 
-    /// One chunk from its non-null values in order or from its dictionary, `valid` telling
-    /// which of `rows` have a value (all, if `None`). `zstd` is whether
+    /// One chunk from its non-null values in order or from its dictionary. `zstd` is whether
     /// compression paid on this column's first chunk in the file (`None` before that chunk is
     /// written).
     fn chunk<V: Value>(
         &mut self,
         descr: ColumnDescPtr,
         rows: &[u32],
-        valid: Option<&Validity>,
+        nulls: Option<&NullBuffer>,
         content: Content<V>,
         spec: &ColumnSpec,
         zstd: &mut Option<bool>,
@@ -189,6 +186,7 @@ impl ChunkEncoder {
             Content::Plain(values) => (values.as_slice(), None),
             Content::Dictionary(d) => (&[][..], Some(d)),
         };
+        let valid = |r: u32| nulls.is_none_or(|n| n.is_valid(r as usize));
         // The pages uncompressed first: whether zstd pays is known once they all are.
         let mut raw = Vec::new();
         if let Some(d) = &dictionary {
@@ -201,21 +199,27 @@ impl ChunkEncoder {
             (None, e) => e.unwrap_or(Encoding::PLAIN),
         };
         let mut stats = PageStats::new(V::TYPE);
+        let mut levels = Vec::new();
         let mut from = 0;
-        for (page, page_rows) in rows.chunks(PAGE_ROWS).enumerate() {
+        for page_rows in rows.chunks(PAGE_ROWS) {
             let mut buf = Vec::new();
-            // Definition levels (1 = a value): the page's bits of `valid`.
-            let levels = valid.map(|v| v.page(page));
-            let count = levels.map_or(page_rows.len(), |bits| {
-                bits.iter().map(|w| w.count_ones() as usize).sum()
-            });
+            // Definition levels (1 = a value) are read once: they give the page's value count.
+            let count = match nulls {
+                None => page_rows.len(),
+                // No value in the chunk: every row null, no levels to read.
+                Some(_) if dictionary.is_none() && values.is_empty() => 0,
+                Some(_) => {
+                    levels.clear();
+                    levels.extend(page_rows.iter().map(|&r| u32::from(valid(r))));
+                    levels.iter().sum::<u32>() as usize
+                }
+            };
             if descr.max_def_level() > 0 {
                 buf.extend_from_slice(&[0; 4]);
-                match levels {
-                    Some(bits) if count > 0 && count < page_rows.len() => {
-                        encoding::rle_hybrid_bits(bits, page_rows.len(), &mut buf)
-                    }
-                    _ => encoding::rle_run(u32::from(count > 0), page_rows.len(), 1, &mut buf),
+                if count == page_rows.len() || count == 0 {
+                    encoding::rle_run(u32::from(count > 0), page_rows.len(), 1, &mut buf);
+                } else {
+                    encoding::rle_hybrid(&levels, 1, &mut buf);
                 }
                 let len = (buf.len() - 4) as u32;
                 buf[..4].copy_from_slice(&len.to_le_bytes());
@@ -534,61 +538,21 @@ fn intern<V: Value>(
     true
 }
 
-/// Which rows of a chunk have a value, in the chunk's row order: bit `k % 64` of word `k / 64`
-/// for its `k`th row (bits past the last row 0).
-struct Validity(Vec<u64>);
-
-impl Validity {
-    /// That of `rows` under `nulls`.
-    fn of(rows: &[u32], nulls: &NullBuffer) -> Self {
-        if nulls.null_count() == nulls.len() {
-            return Self(vec![0; rows.len().div_ceil(64)]);
-        }
-        // Read off the validity bytes: `NullBuffer::is_valid` per row took twice as long.
-        let (bits, offset) = (nulls.validity(), nulls.offset());
-        let bit = |r: u32| {
-            let i = r as usize + offset;
-            u64::from(bits[i / 8] >> (i % 8)) & 1
-        };
-        let words = rows.chunks(64).map(|rows| {
-            let mut w = 0;
-            for (b, &r) in rows.iter().enumerate() {
-                w |= bit(r) << b;
-            }
-            w
-        });
-        Self(words.collect())
-    }
-
-    /// The bits of data page `page` ([`PAGE_ROWS`] rows each, a whole number of words).
-    fn page(&self, page: usize) -> &[u64] {
-        let words = PAGE_ROWS / 64;
-        let from = (page * words).min(self.0.len());
-        &self.0[from..(from + words).min(self.0.len())]
-    }
-
-    /// Whether row `k` has a value, as 0 or 1.
-    fn bit(&self, k: usize) -> usize {
-        (self.0[k / 64] >> (k % 64)) as usize & 1
-    }
-}
-
-/// `f` of each row of `rows` with a value, in order. Every row is read and the nulls are
-/// dropped by not advancing past them, not by a branch per row (nulls come in no predictable
-/// pattern).
+/// `f` of each non-null row of `rows`, in order. Every row is read and the nulls are dropped
+/// by not advancing past them, not by a branch per row (nulls come in no predictable pattern).
 fn non_null<T: Copy + Default>(
     rows: &[u32],
-    valid: Option<&Validity>,
+    nulls: Option<&NullBuffer>,
     f: impl Fn(usize) -> T,
 ) -> Vec<T> {
-    let Some(valid) = valid else {
+    let Some(nulls) = nulls else {
         return rows.iter().map(|&r| f(r as usize)).collect();
     };
     let mut out = vec![T::default(); rows.len()];
     let mut n = 0;
-    for (k, &r) in rows.iter().enumerate() {
+    for &r in rows {
         out[n] = f(r as usize);
-        n += valid.bit(k);
+        n += usize::from(nulls.is_valid(r as usize));
     }
     out.truncate(n);
     out

@@ -117,59 +117,6 @@ pub(crate) fn rle_hybrid(values: &[u32], width: u8, out: &mut Vec<u8>) {
     literal(start, values.len(), out);
 }
 
-/// [`rle_hybrid`] of `len` values of width 1 given as bits (value `i` is bit `i % 64` of word
-/// `i / 64`; bits past `len` are 0), with the same output: definition levels, read from a
-/// validity bitmap a byte at a time instead of a value at a time.
-pub(crate) fn rle_hybrid_bits(bits: &[u64], len: usize, out: &mut Vec<u8>) {
-    // The 8 values from `i` (below `len`) as one byte, those past `len` 0.
-    let byte = |i: usize| {
-        let (w, s) = (i / 64, i % 64);
-        let mut x = bits[w] >> s;
-        if s > 64 - GROUP && w + 1 < bits.len() {
-            x |= bits[w + 1] << (64 - s);
-        }
-        match len - i {
-            left if left < GROUP => x as u8 & ((1u8 << left) - 1),
-            _ => x as u8,
-        }
-    };
-    let literal = |from: usize, to: usize, out: &mut Vec<u8>| {
-        if from < to {
-            let groups = (to - from).div_ceil(GROUP);
-            uleb(((groups as u64) << 1) | 1, out);
-            out.extend((0..groups).map(|g| byte(from + g * GROUP)));
-        }
-    };
-    let (mut start, mut i) = (0, 0);
-    while i + GROUP <= len {
-        match byte(i) {
-            g @ (0 | 0xff) => {
-                let v = u64::from(g & 1);
-                let end = run_end(bits, i + GROUP, v, len);
-                literal(start, i, out);
-                rle_run(v as u32, end - i, 1, out);
-                (start, i) = (end, end);
-            }
-            _ => i += GROUP,
-        }
-    }
-    literal(start, len, out);
-}
-
-/// The first value at or after `i` that is not `v` (see [`rle_hybrid_bits`]), else `len`.
-fn run_end(bits: &[u64], mut i: usize, v: u64, len: usize) -> usize {
-    let flip = 0u64.wrapping_sub(v);
-    while i < len {
-        let (w, s) = (i / 64, i % 64);
-        let differ = (bits[w] ^ flip) >> s;
-        if differ != 0 {
-            return (i + differ.trailing_zeros() as usize).min(len);
-        }
-        i += 64 - s;
-    }
-    len
-}
-
 /// Values per delta block, and miniblocks per block (32 values each).
 const DELTA_BLOCK: usize = 128;
 const DELTA_MINIBLOCKS: usize = 4;
@@ -273,40 +220,6 @@ pub(crate) fn delta_length_bytes(values: &[&[u8]], out: &mut Vec<u8>) {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    /// Levels from a bitmap encode exactly as the same levels one value at a time: runs of
-    /// every length at every bit offset, across word boundaries, and random bits.
-    #[test]
-    fn rle_hybrid_bits_matches_rle_hybrid() {
-        let mut seed = 0x2545_f491_4f6c_dd1du64;
-        let mut next = move || {
-            seed ^= seed << 13;
-            seed ^= seed >> 7;
-            seed ^= seed << 17;
-            seed
-        };
-        for case in 0..3000 {
-            let len = (next() % 700) as usize;
-            let mut values = Vec::with_capacity(len);
-            while values.len() < len {
-                // Runs of 1–40 equal values, or a stretch of random ones.
-                let n = (1 + next() % 40) as usize;
-                match (case % 3, next() % 3) {
-                    (0, _) | (_, 0) => values.extend((0..n).map(|_| (next() & 1) as u32)),
-                    _ => values.extend(std::iter::repeat_n((next() & 1) as u32, n)),
-                }
-            }
-            values.truncate(len);
-            let mut bits = vec![0u64; len.div_ceil(64)];
-            for (i, &v) in values.iter().enumerate() {
-                bits[i / 64] |= u64::from(v) << (i % 64);
-            }
-            let (mut want, mut got) = (Vec::new(), Vec::new());
-            rle_hybrid(&values, 1, &mut want);
-            rle_hybrid_bits(&bits, len, &mut got);
-            assert_eq!(got, want, "{values:?}");
-        }
-    }
 
     #[test]
     fn rle_hybrid_packs_literals_and_runs() {
