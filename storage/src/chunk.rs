@@ -7,8 +7,9 @@
 use std::{hash::Hash, sync::Arc};
 
 use arrow::{
-    array::{Array, AsArray},
+    array::{Array, AsArray, BooleanBufferBuilder},
     buffer::NullBuffer,
+    compute::concat,
     datatypes::{DataType, Int32Type, Int64Type, TimeUnit, TimestampMicrosecondType, UInt32Type},
 };
 use parquet::{
@@ -92,42 +93,64 @@ impl ChunkEncoder {
         Ok(Self { zstd, level })
     }
 
-    /// Encodes `array` as the column `descr` of each row group in `groups` (row numbers, in
-    /// the order they are stored); `scan` holds the same rows in ascending order.
+    /// Encodes `parts` (one array per flushed batch, their rows numbered end to end) as the
+    /// column `descr` of each row group in `groups` (row numbers, in the order they are
+    /// stored); `scan` holds the same rows in ascending order.
     pub(crate) fn encode(
         &mut self,
         descr: ColumnDescPtr,
-        array: &dyn Array,
+        parts: &[&dyn Array],
         groups: &[&[u32]],
         scan: &[u32],
         spec: &ColumnSpec,
     ) -> Result<Vec<Encoded>> {
+        // A column to intern whose file holds every row is interned part by part and its
+        // chunks read only what was interned: the parts are never joined into one array.
+        let mut spec = *spec;
+        let rows: usize = parts.iter().map(|p| p.len()).sum();
+        if spec.encoding.is_none() && parts.len() > 1 && scan.len() == rows {
+            match self.interned_parts(Arc::clone(&descr), parts, groups, &spec)? {
+                Some(encoded) => return Ok(encoded),
+                // No values, or too many distinct ones for a dictionary: plain values, without
+                // interning again.
+                None => spec.encoding = Some(Encoding::PLAIN),
+            }
+        }
+        let joined;
+        let array = match parts {
+            [one] => *one,
+            _ => {
+                joined = concat(parts)?;
+                joined.as_ref()
+            }
+        };
+        let spec = &spec;
         let nulls = array.logical_nulls().filter(|n| n.null_count() > 0);
         let nulls = nulls.as_ref();
         match array.data_type() {
             DataType::Int32 => {
                 let v = array.as_primitive::<Int32Type>().values();
-                self.column(descr, groups, scan, nulls, |r| v[r], spec)
+                self.plain_or_interned(descr, groups, scan, nulls, |r| v[r], spec)
             }
             DataType::UInt32 => {
                 let v = array.as_primitive::<UInt32Type>().values();
-                self.column(descr, groups, scan, nulls, |r| v[r], spec)
+                self.plain_or_interned(descr, groups, scan, nulls, |r| v[r], spec)
             }
             DataType::Int64 => {
                 let v = array.as_primitive::<Int64Type>().values();
-                self.column(descr, groups, scan, nulls, |r| v[r], spec)
+                self.plain_or_interned(descr, groups, scan, nulls, |r| v[r], spec)
             }
             DataType::Timestamp(TimeUnit::Microsecond, _) => {
                 let v = array.as_primitive::<TimestampMicrosecondType>().values();
-                self.column(descr, groups, scan, nulls, |r| v[r], spec)
+                self.plain_or_interned(descr, groups, scan, nulls, |r| v[r], spec)
             }
             DataType::Utf8 => {
                 let a = array.as_string::<i32>();
-                self.column(descr, groups, scan, nulls, |r| a.value(r).as_bytes(), spec)
+                self.plain_or_interned(descr, groups, scan, nulls, |r| a.value(r).as_bytes(), spec)
             }
             DataType::Binary => {
                 let a = array.as_binary::<i32>();
-                self.column(descr, groups, scan, nulls, |r| a.value(r), spec)
+                self.plain_or_interned(descr, groups, scan, nulls, |r| a.value(r), spec)
             }
             other => Err(ParquetError::NYI(format!(
                 "column {}: storing {other} is not supported",
@@ -136,9 +159,57 @@ impl ChunkEncoder {
         }
     }
 
-    /// The chunks of one column: a column with no set encoding is interned once over the file,
-    /// and each chunk cut from that gets a dictionary where one pays.
-    fn column<V: Value>(
+    /// The chunks of a column to intern given as `parts` of more than one batch, or `None`
+    /// (nothing encoded) when it has no values or more than half its rows are distinct.
+    fn interned_parts(
+        &mut self,
+        descr: ColumnDescPtr,
+        parts: &[&dyn Array],
+        groups: &[&[u32]],
+        spec: &ColumnSpec,
+    ) -> Result<Option<Vec<Encoded>>> {
+        let part_nulls: Vec<_> = parts.iter().map(|p| p.logical_nulls()).collect();
+        let nulls = joined_nulls(parts, &part_nulls);
+        let nulls = nulls.as_ref();
+        if nulls.is_some_and(|n| n.null_count() == n.len()) {
+            return Ok(None);
+        }
+        macro_rules! interned {
+            ($typed:expr, $get:expr) => {{
+                let typed: Vec<_> = parts.iter().map($typed).collect();
+                match Interned::from_parts(parts, &part_nulls, &typed, $get) {
+                    Some(i) => self.column(descr, groups, nulls, Some(&i), |r| i.value(r), spec),
+                    None => return Ok(None),
+                }
+            }};
+        }
+        let encoded = match parts[0].data_type() {
+            DataType::Int32 => {
+                interned!(|a| a.as_primitive::<Int32Type>().values(), |v, i| v[i])
+            }
+            DataType::UInt32 => {
+                interned!(|a| a.as_primitive::<UInt32Type>().values(), |v, i| v[i])
+            }
+            DataType::Int64 => {
+                interned!(|a| a.as_primitive::<Int64Type>().values(), |v, i| v[i])
+            }
+            DataType::Timestamp(TimeUnit::Microsecond, _) => {
+                interned!(
+                    |a| a.as_primitive::<TimestampMicrosecondType>().values(),
+                    |v, i| v[i]
+                )
+            }
+            DataType::Utf8 => interned!(|a| a.as_string::<i32>(), |a, i| a.value(i).as_bytes()),
+            DataType::Binary => interned!(|a| a.as_binary::<i32>(), |a, i| a.value(i)),
+            _ => return Ok(None),
+        };
+        encoded.map(Some)
+    }
+
+    /// The chunks of one column with `value` of each row: a column with no set encoding is
+    /// interned once over the file, and each chunk cut from that gets a dictionary where one
+    /// pays.
+    fn plain_or_interned<V: Value>(
         &mut self,
         descr: ColumnDescPtr,
         groups: &[&[u32]],
@@ -152,13 +223,27 @@ impl ChunkEncoder {
             None if !all_null => Interned::build(scan, nulls, &value),
             _ => None,
         };
+        self.column(descr, groups, nulls, interned.as_ref(), value, spec)
+    }
+
+    /// The chunks of one column: each cut from `interned` where a dictionary pays, else the
+    /// plain `value` of each row (none for a column without values).
+    fn column<V: Value>(
+        &mut self,
+        descr: ColumnDescPtr,
+        groups: &[&[u32]],
+        nulls: Option<&NullBuffer>,
+        interned: Option<&Interned<V>>,
+        value: impl Fn(usize) -> V,
+        spec: &ColumnSpec,
+    ) -> Result<Vec<Encoded>> {
+        let all_null = nulls.is_some_and(|n| n.null_count() == n.len());
         let (mut local, mut zstd) = (Vec::new(), None);
         groups
             .iter()
             .map(|rows| {
-                let dictionary = interned
-                    .as_ref()
-                    .and_then(|i| i.chunk(non_null(rows, nulls, |r| i.key[r]), &mut local));
+                let dictionary =
+                    interned.and_then(|i| i.chunk(non_null(rows, nulls, |r| i.key[r]), &mut local));
                 let content = match dictionary {
                     Some(d) => Content::Dictionary(d),
                     None if all_null => Content::Plain(Vec::new()),
@@ -411,29 +496,65 @@ impl<V: Value> Interned<V> {
         nulls: Option<&NullBuffer>,
         value: &impl Fn(usize) -> V,
     ) -> Option<Self> {
-        let limit = rows.len() / 2 + 1;
         let len = rows.last().map_or(0, |&r| r as usize + 1);
         let mut key = vec![u32::MAX; len];
-        let mut values = Vec::new();
+        let mut interner = Interner::new(rows.len() / 2 + 1);
         // The usual file holds every row up to its last (`0..len`): its non-null rows are read
         // off the null bitmap a word at a time, not tested one by one.
         let within = match (rows.len() == len, nulls) {
             (true, Some(nulls)) => {
                 let valid = nulls.slice(0, len);
-                intern(valid.valid_indices(), value, &mut key, &mut values, limit)
+                interner.add(valid.valid_indices(), value, &mut key)
             }
-            (true, None) => intern(0..len, value, &mut key, &mut values, limit),
+            (true, None) => interner.add(0..len, value, &mut key),
             (false, _) => {
                 let valid = rows
                     .iter()
                     .map(|&r| r as usize)
                     .filter(|&r| nulls.is_none_or(|n| n.is_valid(r)));
-                intern(valid, value, &mut key, &mut values, limit)
+                interner.add(valid, value, &mut key)
             }
         };
-        if !within {
-            return None;
+        within.then(|| Self::new(interner.values, key))
+    }
+
+    /// The distinct values of every row of `parts` (each of `typed` the same array, read by
+    /// `get`; `nulls` theirs), interned part by part, or `None` as [`Interned::build`].
+    fn from_parts<A: Copy>(
+        parts: &[&dyn Array],
+        nulls: &[Option<NullBuffer>],
+        typed: &[A],
+        get: impl Fn(A, usize) -> V,
+    ) -> Option<Self> {
+        let len: usize = parts.iter().map(|p| p.len()).sum();
+        let mut key = vec![u32::MAX; len];
+        let mut interner = Interner::new(len / 2 + 1);
+        let mut at = 0;
+        for ((part, nulls), &a) in parts.iter().zip(nulls).zip(typed) {
+            let key = &mut key[at..at + part.len()];
+            let value = |i| get(a, i);
+            let within = match nulls.as_ref().filter(|n| n.null_count() > 0) {
+                Some(n) => interner.add(n.valid_indices(), &value, key),
+                None => interner.add(0..part.len(), &value, key),
+            };
+            if !within {
+                return None;
+            }
+            at += part.len();
         }
+        Some(Self::new(interner.values, key))
+    }
+
+    /// The value of row `r` (the default for a row without one).
+    fn value(&self, r: usize) -> V {
+        self.values
+            .get(self.key[r] as usize)
+            .copied()
+            .unwrap_or_default()
+    }
+
+    /// `values` as interned, with each row's `key`, ready to cut dictionaries from.
+    fn new(values: Vec<V>, key: Vec<u32>) -> Self {
         let mut order: Vec<u32> = (0..values.len() as u32).collect();
         order.sort_unstable_by_key(|&k| values[k as usize]);
         let mut rank = vec![0; values.len()];
@@ -444,13 +565,13 @@ impl<V: Value> Interned<V> {
         let bytes = plain_len.iter().map(|&l| l as usize).sum::<usize>();
         let shared = (bytes <= SHARED_DICTIONARY_BYTES)
             .then(|| (order.iter().map(|&k| values[k as usize]).collect(), bytes));
-        Some(Self {
+        Self {
             values,
             key,
             rank,
             plain_len,
             shared,
-        })
+        }
     }
 
     /// The dictionary of one chunk whose values have the interned `keys`, values in ascending
@@ -509,33 +630,69 @@ impl<V: Value> Interned<V> {
     }
 }
 
-/// Interns the values of `rows` into `values`, setting each row's `key`; false (and stops)
-/// once more than `limit` are distinct.
-fn intern<V: Value>(
-    rows: impl Iterator<Item = usize>,
-    value: &impl Fn(usize) -> V,
-    key: &mut [u32],
-    values: &mut Vec<V>,
+/// Distinct values in the order first seen, interned from one or more runs of rows.
+struct Interner<V> {
+    ids: foldhash::HashMap<V, u32>,
+    values: Vec<V>,
+    /// The last row's value and index (a row often repeats the one before).
+    last: Option<(V, u32)>,
+    /// Most distinct values allowed.
     limit: usize,
-) -> bool {
-    let mut ids = foldhash::HashMap::with_capacity_and_hasher(64, Default::default());
-    let mut last = None;
-    for r in rows {
-        let v = value(r);
-        let k = match last {
-            Some((l, k)) if V::same(l, v) => k,
-            _ => *ids.entry(v).or_insert_with(|| {
-                values.push(v);
-                values.len() as u32 - 1
-            }),
-        };
-        if values.len() > limit {
-            return false;
+}
+
+impl<V: Value> Interner<V> {
+    fn new(limit: usize) -> Self {
+        Self {
+            ids: foldhash::HashMap::with_capacity_and_hasher(64, Default::default()),
+            values: Vec::new(),
+            last: None,
+            limit,
         }
-        key[r] = k;
-        last = Some((v, k));
     }
-    true
+
+    /// Interns the values of `rows`, setting each row's `key`; false (and stops) once more
+    /// than the limit are distinct.
+    fn add(
+        &mut self,
+        rows: impl Iterator<Item = usize>,
+        value: &impl Fn(usize) -> V,
+        key: &mut [u32],
+    ) -> bool {
+        let (ids, values, limit) = (&mut self.ids, &mut self.values, self.limit);
+        let mut last = self.last;
+        for r in rows {
+            let v = value(r);
+            let k = match last {
+                Some((l, k)) if V::same(l, v) => k,
+                _ => *ids.entry(v).or_insert_with(|| {
+                    values.push(v);
+                    values.len() as u32 - 1
+                }),
+            };
+            if values.len() > limit {
+                return false;
+            }
+            key[r] = k;
+            last = Some((v, k));
+        }
+        self.last = last;
+        true
+    }
+}
+
+/// The null bitmap of `parts` end to end (`nulls` theirs), if any row is null.
+fn joined_nulls(parts: &[&dyn Array], nulls: &[Option<NullBuffer>]) -> Option<NullBuffer> {
+    if nulls.iter().flatten().all(|n| n.null_count() == 0) {
+        return None;
+    }
+    let mut bits = BooleanBufferBuilder::new(parts.iter().map(|p| p.len()).sum());
+    for (part, nulls) in parts.iter().zip(nulls) {
+        match nulls {
+            Some(n) => bits.append_buffer(n.inner()),
+            None => bits.append_n(part.len(), true),
+        }
+    }
+    Some(NullBuffer::new(bits.finish()))
 }
 
 /// `f` of each non-null row of `rows`, in order. Every row is read and the nulls are dropped

@@ -264,19 +264,14 @@ impl PartitionedWriter {
         let scan = ascending(rows);
         let mut chunks: Vec<Vec<_>> = groups.iter().map(|_| Vec::new()).collect();
         for (i, spec) in self.columns.iter().enumerate() {
-            // One column of all batches at a time: what is copied is one column, not the batch.
-            let array = match i == self.time_column {
-                true => Arc::clone(time_column),
-                false => column(batches, i)?,
+            // One column of all batches at a time (joined into one array only where the encoder
+            // needs to: what is copied is at most one column, never the batch).
+            let parts: Vec<&dyn Array> = match i == self.time_column {
+                true => vec![time_column.as_ref()],
+                false => batches.iter().map(|b| b.column(i).as_ref()).collect(),
             };
             let encoded = encoder
-                .encode(
-                    self.parquet_schema.column(i),
-                    array.as_ref(),
-                    &groups,
-                    &scan,
-                    spec,
-                )
+                .encode(self.parquet_schema.column(i), &parts, &groups, &scan, spec)
                 .map_err(parquet_err)?;
             for (group, chunk) in chunks.iter_mut().zip(encoded) {
                 group.push(chunk);
@@ -489,6 +484,7 @@ mod tests {
             Field::new("trace_id", DataType::Utf8, true),
             Field::new("tunnel_id", DataType::Int64, true),
             Field::new("captured_headers", DataType::Binary, true),
+            Field::new("request_id", DataType::Utf8, true),
         ]));
         // Times within one hour, shuffled; every other column derived from the row's time so
         // the sorted read-back can be checked row by row.
@@ -507,6 +503,7 @@ mod tests {
         let trace = |t: i64| (f(t) % 11 == 0).then(|| format!("trace-{}", f(t) % 9));
         let headers =
             |t: i64| (f(t) % 3 == 0).then(|| vec![(f(t) % 256) as u8; (f(t) % 9) as usize]);
+        let request_id = |t: i64| (f(t) % 13 != 0).then(|| format!("req-{}", f(t)));
         let columns = |t: &[i64]| -> Vec<ArrayRef> {
             vec![
                 Arc::new(TimestampMicrosecondArray::from(t.to_vec()).with_timezone("UTC")),
@@ -527,12 +524,14 @@ mod tests {
                 Arc::new(t.iter().map(|&t| trace(t)).collect::<StringArray>()),
                 Arc::new(Int64Array::from(vec![None; t.len()])),
                 Arc::new(t.iter().map(|&t| headers(t)).collect::<BinaryArray>()),
+                Arc::new(t.iter().map(|&t| request_id(t)).collect::<StringArray>()),
             ]
         };
         let input = RecordBatch::try_new(Arc::clone(&schema), columns(&t)).unwrap();
         let dir = tempfile::tempdir().unwrap();
         let w = PartitionedWriter::new(dir.path(), "x", Arc::clone(&schema), "start_time").unwrap();
-        // Two input batches: the flush concatenates them before sorting.
+        // Two input batches: the flush reads across both (columns to intern batch by batch,
+        // the others joined).
         let half = n / 2;
         let stats = w
             .write(&[input.slice(0, half), input.slice(half, n - half)])
@@ -579,6 +578,10 @@ mod tests {
             "seqs are plain"
         );
         assert!(encodings(8).contains(&Encoding::DELTA_LENGTH_BYTE_ARRAY));
+        assert!(
+            !encodings(12).contains(&Encoding::RLE_DICTIONARY),
+            "distinct request ids are plain"
+        );
         // zstd only where it pays: random seqs stay uncompressed in both row groups (the
         // first chunk's trial decides for the second), and so do dictionary keys of three
         // values (too few bytes a row to save); hex ids are compressed.
