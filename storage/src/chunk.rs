@@ -641,6 +641,7 @@ struct Interner<V> {
 }
 
 impl<V: Value> Interner<V> {
+    /// An empty interner that gives up past `limit` distinct values.
     fn new(limit: usize) -> Self {
         Self {
             ids: foldhash::HashMap::with_capacity_and_hasher(64, Default::default()),
