@@ -1,5 +1,5 @@
-//! One Parquet column chunk encoded from an Arrow column, its rows taken in a given order (the
-//! flush's sort is a list of row numbers, never a copy of the batch): data pages of
+//! Parquet column chunks encoded from the Arrow columns of the flushed batches, rows taken in a
+//! given order (the flush's sort is a list of row numbers, never a copy of a batch): data pages of
 //! [`PAGE_ROWS`] rows, a dictionary only where it stores the chunk smaller than plain values,
 //! zstd only where it saves a tenth of the bytes, statistics per chunk and per page (the page
 //! index), and a bloom filter when asked.
