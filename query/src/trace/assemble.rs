@@ -6,7 +6,7 @@
 
 use std::convert::Infallible;
 
-use super::meta::{Point, SpanMeta};
+use super::meta::{Kind, Point, SpanMeta};
 
 /// Time tolerances of the relation checks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -32,7 +32,7 @@ impl Tolerance {
         self.network_delay_us + self.host_clock_offset_us
     }
 
-    fn between(&self, a: &SpanMeta, b: &SpanMeta) -> i64 {
+    fn between(&self, a: &Hot, b: &Hot) -> i64 {
         if a.agent == b.agent {
             self.network_delay_us
         } else {
@@ -40,14 +40,15 @@ impl Tolerance {
         }
     }
 
-    /// Whether `a` and `b` are the same exchange seen at two points (the strong tcp_seq test).
-    fn same_hop(&self, a: &SpanMeta, b: &SpanMeta) -> bool {
+    /// Whether `a` and `b` are the same exchange seen at two points (the strong tcp_seq test),
+    /// conflicts aside.
+    fn same_hop(&self, a: &Hot, b: &Hot) -> bool {
         let dev = self.between(a, b);
         let close_start = (a.start - b.start).abs() <= dev;
         let close_end = (a.end - b.end).abs() <= dev;
         let req = a.req_seq != 0 && a.req_seq == b.req_seq;
         let resp = a.resp_seq != 0 && a.resp_seq == b.resp_seq;
-        let related = if a.kind.has_request()
+        if a.kind.has_request()
             && a.kind.has_response()
             && b.kind.has_request()
             && b.kind.has_response()
@@ -59,14 +60,70 @@ impl Tolerance {
             resp && close_end
         } else {
             false
-        };
-        related && !a.conflicts(b)
+        }
+    }
+}
+
+/// What the rules read of every span, gathered in one pass: they visit spans in key order, and
+/// a visit to this row costs one cache line where a whole [`SpanMeta`] costs up to four.
+#[derive(Debug, Clone, Copy)]
+struct Hot {
+    id: i64,
+    start: i64,
+    end: i64,
+    /// Hash of the conflict fields that are set.
+    digest: u64,
+    agent: i32,
+    req_seq: u32,
+    resp_seq: u32,
+    /// Which conflict fields are set, a bit each.
+    set: u16,
+    point: Point,
+    kind: Kind,
+}
+
+impl Hot {
+    fn new(s: &SpanMeta) -> Self {
+        let (mut set, mut digest) = (0u16, 0u64);
+        for (f, &h) in s.fields.iter().enumerate() {
+            if h != 0 {
+                set |= 1 << f;
+                digest = mix(digest, h);
+            }
+        }
+        Self {
+            id: s.id,
+            start: s.start,
+            end: s.end,
+            digest,
+            agent: s.agent,
+            req_seq: s.req_seq,
+            resp_seq: s.resp_seq,
+            set,
+            point: s.point,
+            kind: s.kind,
+        }
+    }
+
+    fn duration(&self) -> i64 {
+        self.end - self.start
+    }
+}
+
+/// Whether spans `a` and `b` disagree on a conflict field both carry: where both carry the same
+/// fields, their digests tell; otherwise the fields are compared one by one.
+fn conflict(spans: &[&SpanMeta], hot: &[Hot], a: u32, b: u32) -> bool {
+    let (ha, hb) = (&hot[a as usize], &hot[b as usize]);
+    if ha.set == hb.set {
+        ha.digest != hb.digest
+    } else {
+        spans[a as usize].conflicts(spans[b as usize])
     }
 }
 
 /// Whether `outer` encloses `inner` in time, both seen by one agent (one clock): across
 /// agents, clock skew makes enclosure meaningless.
-fn covers(outer: &SpanMeta, inner: &SpanMeta) -> bool {
+fn covers(outer: &Hot, inner: &Hot) -> bool {
     outer.agent == inner.agent && outer.start <= inner.start && inner.end <= outer.end
 }
 
@@ -251,13 +308,14 @@ pub fn assemble_until<E>(
 ) -> Result<Assembly, E> {
     let mut parent: Vec<Option<u32>> = vec![None; spans.len()];
     go_on()?;
-    let (hop_of, leaves) = network_sets(spans, tol, &mut parent);
+    let hot: Vec<Hot> = spans.iter().map(|s| Hot::new(s)).collect();
+    let (hop_of, leaves) = network_sets(spans, &hot, tol, &mut parent);
     go_on()?;
-    adopt_calls(spans, &hop_of, &mut parent);
+    adopt_calls(spans, &hot, &hop_of, &mut parent);
     go_on()?;
-    attach_roots(spans, &hop_of, &leaves, &mut parent);
+    attach_roots(spans, &hot, &hop_of, &leaves, &mut parent);
     go_on()?;
-    Ok(order(spans, &parent))
+    Ok(order(spans, &hot, &parent))
 }
 
 /// Network span sets: spans joined by the strong tcp_seq relation, each chained in path order
@@ -265,13 +323,14 @@ pub fn assemble_until<E>(
 /// span) and each set's last span.
 fn network_sets(
     spans: &[&SpanMeta],
+    hot: &[Hot],
     tol: &Tolerance,
     parent: &mut [Option<u32>],
 ) -> (Vec<u32>, Vec<u32>) {
     let n = spans.len();
     let mut sets = Sets::new(n);
     let (mut by_req, mut by_resp) = (Vec::new(), Vec::new());
-    for (i, s) in spans.iter().enumerate() {
+    for (i, s) in hot.iter().enumerate() {
         let i = i as u32;
         if s.req_seq != 0 && s.kind.has_request() {
             by_req.push((s.req_seq, i));
@@ -284,7 +343,7 @@ fn network_sets(
     let mut answered: Vec<u32> = by_resp.iter().map(|p| p.0).collect();
     answered.sort_unstable();
     answered.dedup();
-    for (i, s) in spans.iter().enumerate() {
+    for (i, s) in hot.iter().enumerate() {
         if s.resp_seq != 0 && s.kind.has_request() && answered.binary_search(&s.resp_seq).is_ok() {
             by_resp.push((s.resp_seq, i as u32));
         }
@@ -293,7 +352,7 @@ fn network_sets(
     for run in by_req.runs().chain(by_resp.runs()) {
         for (k, &(_, a)) in run.iter().enumerate() {
             for &(_, b) in &run[k + 1..] {
-                if tol.same_hop(spans[a as usize], spans[b as usize]) {
+                if tol.same_hop(&hot[a as usize], &hot[b as usize]) && !conflict(spans, hot, a, b) {
                     sets.union(a, b);
                 }
             }
@@ -308,7 +367,7 @@ fn network_sets(
             continue;
         }
         let hop = &mut hops.flat[range];
-        sort_hop(spans, hop);
+        sort_hop(hot, hop);
         for w in hop.windows(2) {
             parent[w[1] as usize] = Some(w[0]);
         }
@@ -319,7 +378,7 @@ fn network_sets(
 
 /// Orders one hop: client process, then the network points by side, agent and point, outer
 /// (longer) views first, then the server process.
-fn sort_hop(spans: &[&SpanMeta], hop: &mut [u32]) {
+fn sort_hop(spans: &[Hot], hop: &mut [u32]) {
     if hop.len() < 2 {
         return;
     }
@@ -337,7 +396,7 @@ fn sort_hop(spans: &[&SpanMeta], hop: &mut [u32]) {
         .filter(|s| s.point > Point::Between)
         .max_by_key(|s| s.point)
         .map(|s| s.agent);
-    let agent_rank = |s: &SpanMeta| match (Some(s.agent) == ingress, Some(s.agent) == egress) {
+    let agent_rank = |s: &Hot| match (Some(s.agent) == ingress, Some(s.agent) == egress) {
         (true, _) => 0,
         (false, true) => 2,
         (false, false) => 1,
@@ -369,17 +428,18 @@ fn acyclic(parent: &[Option<u32>], c: u32, p: u32) -> bool {
 /// that it encloses in time and that its thread's syscall trace ids chain to it, or that carry
 /// its X-Request-ID or trace id. Where several qualify, a shared header beats the chain, then the
 /// latest-starting server span wins.
-fn adopt_calls(spans: &[&SpanMeta], hop_of: &[u32], parent: &mut [Option<u32>]) {
+fn adopt_calls(spans: &[&SpanMeta], hot: &[Hot], hop_of: &[u32], parent: &mut [Option<u32>]) {
     // Client process spans that start their hop, by (agent, id) and by (agent, pid, tag, hash).
     let sys_key = |agent: i32, id: i64| mix(agent as u64, id as u64);
     let tag_key = |agent: i32, pid: i64, tag: u8, h: u64| {
         mix(mix(agent as u64, pid as u64), h ^ u64::from(tag))
     };
     let (mut by_sys_req, mut by_sys_resp, mut by_tag) = (Vec::new(), Vec::new(), Vec::new());
-    for (i, s) in spans.iter().enumerate() {
-        if s.point != Point::ClientProcess || parent[i].is_some() {
+    for (i, h) in hot.iter().enumerate() {
+        if h.point != Point::ClientProcess || parent[i].is_some() {
             continue;
         }
+        let s = spans[i];
         let i = i as u32;
         if s.sys_req != 0 {
             by_sys_req.push((sys_key(s.agent, s.sys_req), i));
@@ -411,17 +471,21 @@ fn adopt_calls(spans: &[&SpanMeta], hop_of: &[u32], parent: &mut [Option<u32>]) 
     let mut best: Vec<Option<(bool, i64, u32)>> = vec![None; spans.len()];
     let offer = |c: u32, sp: u32, by_header: bool, best: &mut [Option<(bool, i64, u32)>]| {
         let (cs, ss) = (&spans[c as usize], &spans[sp as usize]);
-        if cs.pid != ss.pid || hop_of[c as usize] == hop_of[sp as usize] || !covers(ss, cs) {
+        if hop_of[c as usize] == hop_of[sp as usize]
+            || !covers(&hot[sp as usize], &hot[c as usize])
+            || cs.pid != ss.pid
+        {
             return false;
         }
         let claim = Some((by_header, ss.start, sp));
         best[c as usize] = best[c as usize].max(claim);
         true
     };
-    for (sp, s) in spans.iter().enumerate() {
-        if s.point != Point::ServerProcess {
+    for (sp, h) in hot.iter().enumerate() {
+        if h.point != Point::ServerProcess {
             continue;
         }
+        let s = spans[sp];
         let sp = sp as u32;
         // The thread's chain: request id → first call → … → last call → response id.
         if s.sys_req != 0 && s.sys_resp != 0 && s.sys_req != s.sys_resp {
@@ -469,7 +533,13 @@ fn adopt_calls(spans: &[&SpanMeta], hop_of: &[u32], parent: &mut [Option<u32>]) 
 
 /// Set roots still without a parent attach to the innermost enclosing hop leaf on the same
 /// agent that shares an X-Request-ID with them or whose span id is their parent span id.
-fn attach_roots(spans: &[&SpanMeta], hop_of: &[u32], leaves: &[u32], parent: &mut [Option<u32>]) {
+fn attach_roots(
+    spans: &[&SpanMeta],
+    hot: &[Hot],
+    hop_of: &[u32],
+    leaves: &[u32],
+    parent: &mut [Option<u32>],
+) {
     let mut by_key = Vec::new();
     for &l in leaves {
         let s = &spans[l as usize];
@@ -499,14 +569,15 @@ fn attach_roots(spans: &[&SpanMeta], hop_of: &[u32], leaves: &[u32], parent: &mu
                 } else {
                     ls.x1 == cs.x0 || ls.x0 == cs.x0 || ls.x1 == cs.x1
                 };
+                let (lh, ch) = (&hot[l as usize], &hot[c]);
                 if !linked
                     || hop_of[l as usize] == hop_of[c]
-                    || ls.duration() < cs.duration()
-                    || !covers(ls, cs)
+                    || lh.duration() < ch.duration()
+                    || !covers(lh, ch)
                 {
                     continue;
                 }
-                if found.is_none_or(|f| (ls.duration(), l) < (spans[f as usize].duration(), f))
+                if found.is_none_or(|f| (lh.duration(), l) < (hot[f as usize].duration(), f))
                     && acyclic(parent, c as u32, l)
                 {
                     found = Some(l);
@@ -519,7 +590,7 @@ fn attach_roots(spans: &[&SpanMeta], hop_of: &[u32], leaves: &[u32], parent: &mu
 
 /// Trees from parent links, traces from trees joined by shared X-Request-IDs and trace ids;
 /// depth-first order by start time.
-fn order(spans: &[&SpanMeta], parent: &[Option<u32>]) -> Assembly {
+fn order(spans: &[&SpanMeta], hot: &[Hot], parent: &[Option<u32>]) -> Assembly {
     let n = spans.len();
     let mut sets = Sets::new(n);
     for (c, p) in parent.iter().enumerate() {
@@ -538,7 +609,7 @@ fn order(spans: &[&SpanMeta], parent: &[Option<u32>]) -> Assembly {
             }
         }
     }
-    let by_start = |&i: &u32| (spans[i as usize].start, spans[i as usize].id);
+    let by_start = |&i: &u32| (hot[i as usize].start, hot[i as usize].id);
     let mut children = Lists::new(n, parent.iter().copied());
     for k in 0..n {
         let range = children.range(k);
@@ -574,7 +645,7 @@ fn order(spans: &[&SpanMeta], parent: &[Option<u32>]) -> Assembly {
     };
     let mut stack: Vec<(u32, u32)> = Vec::new();
     for trace in grouped.chunk_by(|a, b| a.0 == b.0) {
-        let uid = spans[trace[0].1 as usize].id;
+        let uid = hot[trace[0].1 as usize].id;
         let mut k = 0u32;
         stack.extend(trace.iter().rev().map(|&(_, r)| (r, 0)));
         while let Some((i, d)) = stack.pop() {
@@ -588,4 +659,62 @@ fn order(spans: &[&SpanMeta], parent: &[Option<u32>]) -> Assembly {
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::trace::meta::{CONFLICT_FIELDS, Kind, SpanKeys};
+
+    fn span(fields: [u64; CONFLICT_FIELDS]) -> SpanMeta {
+        SpanMeta {
+            keys: SpanKeys {
+                id: 1,
+                start: 10,
+                end: 20,
+                req_seq: 7,
+                resp_seq: 8,
+                sys_req: 0,
+                sys_resp: 0,
+                x0: 0,
+                x1: 0,
+                trace_id: 0,
+            },
+            point: Point::Between,
+            kind: Kind::Session,
+            agent: 1,
+            pid: 0,
+            span_id: 0,
+            parent_span_id: 0,
+            fields,
+        }
+    }
+
+    #[test]
+    fn conflict_by_digest_and_field_by_field_agree_with_the_fields() {
+        let mut base = [0u64; CONFLICT_FIELDS];
+        base[..4].copy_from_slice(&[11, 12, 13, 14]);
+        let mut other_value = base;
+        other_value[2] = 99;
+        let mut one_unset = base;
+        one_unset[3] = 0;
+        let mut unset_and_other = one_unset;
+        unset_and_other[1] = 98;
+        let spans = [base, base, other_value, one_unset, unset_and_other].map(span);
+        let refs: Vec<&SpanMeta> = spans.iter().collect();
+        let hot: Vec<Hot> = refs.iter().map(|s| Hot::new(s)).collect();
+        for b in 1..spans.len() as u32 {
+            assert_eq!(
+                conflict(&refs, &hot, 0, b),
+                spans[0].conflicts(&spans[b as usize]),
+                "span {b}"
+            );
+        }
+        // Same fields set: the digests tell (equal, then one value apart).
+        assert!(!conflict(&refs, &hot, 0, 1));
+        assert!(conflict(&refs, &hot, 0, 2));
+        // Different fields set: compared where both are set.
+        assert!(!conflict(&refs, &hot, 0, 3));
+        assert!(conflict(&refs, &hot, 0, 4));
+    }
 }
