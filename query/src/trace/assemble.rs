@@ -110,6 +110,37 @@ impl Hot {
     }
 }
 
+/// What call adoption, root attachment and trace joining read of a span besides its [`Hot`]
+/// row: syscall trace ids, header hashes, process.
+#[derive(Debug, Clone, Copy)]
+struct Links {
+    sys_req: i64,
+    sys_resp: i64,
+    x0: u64,
+    x1: u64,
+    trace_id: u64,
+    span_id: u64,
+    parent_span_id: u64,
+    pid: i64,
+    agent: i32,
+}
+
+impl Links {
+    fn new(s: &SpanMeta) -> Self {
+        Self {
+            sys_req: s.sys_req,
+            sys_resp: s.sys_resp,
+            x0: s.x0,
+            x1: s.x1,
+            trace_id: s.trace_id,
+            span_id: s.span_id,
+            parent_span_id: s.parent_span_id,
+            pid: s.pid,
+            agent: s.agent,
+        }
+    }
+}
+
 /// Whether spans `a` and `b` disagree on a conflict field both carry: where both carry the same
 /// fields, their digests tell; otherwise the fields are compared one by one.
 fn conflict(spans: &[&SpanMeta], hot: &[Hot], a: u32, b: u32) -> bool {
@@ -308,14 +339,15 @@ pub fn assemble_until<E>(
 ) -> Result<Assembly, E> {
     let mut parent: Vec<Option<u32>> = vec![None; spans.len()];
     go_on()?;
-    let hot: Vec<Hot> = spans.iter().map(|s| Hot::new(s)).collect();
+    let (hot, links): (Vec<Hot>, Vec<Links>) =
+        spans.iter().map(|s| (Hot::new(s), Links::new(s))).unzip();
     let (hop_of, leaves) = network_sets(spans, &hot, tol, &mut parent);
     go_on()?;
-    adopt_calls(spans, &hot, &hop_of, &mut parent);
+    adopt_calls(&hot, &links, &hop_of, &mut parent);
     go_on()?;
-    attach_roots(spans, &hot, &hop_of, &leaves, &mut parent);
+    attach_roots(&hot, &links, &hop_of, &leaves, &mut parent);
     go_on()?;
-    Ok(order(spans, &hot, &parent))
+    Ok(order(&hot, &links, &parent))
 }
 
 /// Network span sets: spans joined by the strong tcp_seq relation, each chained in path order
@@ -428,7 +460,7 @@ fn acyclic(parent: &[Option<u32>], c: u32, p: u32) -> bool {
 /// that it encloses in time and that its thread's syscall trace ids chain to it, or that carry
 /// its X-Request-ID or trace id. Where several qualify, a shared header beats the chain, then the
 /// latest-starting server span wins.
-fn adopt_calls(spans: &[&SpanMeta], hot: &[Hot], hop_of: &[u32], parent: &mut [Option<u32>]) {
+fn adopt_calls(hot: &[Hot], links: &[Links], hop_of: &[u32], parent: &mut [Option<u32>]) {
     // Client process spans that start their hop, by (agent, id) and by (agent, pid, tag, hash).
     let sys_key = |agent: i32, id: i64| mix(agent as u64, id as u64);
     let tag_key = |agent: i32, pid: i64, tag: u8, h: u64| {
@@ -439,7 +471,7 @@ fn adopt_calls(spans: &[&SpanMeta], hot: &[Hot], hop_of: &[u32], parent: &mut [O
         if h.point != Point::ClientProcess || parent[i].is_some() {
             continue;
         }
-        let s = spans[i];
+        let s = links[i];
         let i = i as u32;
         if s.sys_req != 0 {
             by_sys_req.push((sys_key(s.agent, s.sys_req), i));
@@ -453,14 +485,14 @@ fn adopt_calls(spans: &[&SpanMeta], hot: &[Hot], hop_of: &[u32], parent: &mut [O
             }
         }
     }
-    let n = spans.len();
+    let n = links.len();
     let (by_sys_req, by_sys_resp, by_tag) = (
         ByHash::new(n, &by_sys_req),
         ByHash::new(n, &by_sys_resp),
         ByHash::new(n, &by_tag),
     );
     // What a call holds under each tag (a shared hash is checked against it).
-    let tagged = |c: &SpanMeta, tag: u8| match tag {
+    let tagged = |c: &Links, tag: u8| match tag {
         0 => c.x0,
         1 => c.x1,
         _ => c.trace_id,
@@ -468,16 +500,16 @@ fn adopt_calls(spans: &[&SpanMeta], hot: &[Hot], hop_of: &[u32], parent: &mut [O
     // Per call, the best claim so far: (shares a header with the server span, its start, its
     // index). A shared X-Request-ID or trace id outranks the syscall chain, which an event-loop
     // proxy interleaving requests on one thread can make cross from one request to another.
-    let mut best: Vec<Option<(bool, i64, u32)>> = vec![None; spans.len()];
+    let mut best: Vec<Option<(bool, i64, u32)>> = vec![None; links.len()];
     let offer = |c: u32, sp: u32, by_header: bool, best: &mut [Option<(bool, i64, u32)>]| {
-        let (cs, ss) = (&spans[c as usize], &spans[sp as usize]);
+        let (cs, ss) = (&links[c as usize], &links[sp as usize]);
         if hop_of[c as usize] == hop_of[sp as usize]
             || !covers(&hot[sp as usize], &hot[c as usize])
             || cs.pid != ss.pid
         {
             return false;
         }
-        let claim = Some((by_header, ss.start, sp));
+        let claim = Some((by_header, hot[sp as usize].start, sp));
         best[c as usize] = best[c as usize].max(claim);
         true
     };
@@ -485,23 +517,23 @@ fn adopt_calls(spans: &[&SpanMeta], hot: &[Hot], hop_of: &[u32], parent: &mut [O
         if h.point != Point::ServerProcess {
             continue;
         }
-        let s = spans[sp];
+        let s = links[sp];
         let sp = sp as u32;
         // The thread's chain: request id → first call → … → last call → response id.
         if s.sys_req != 0 && s.sys_resp != 0 && s.sys_req != s.sys_resp {
             for (start, forward) in [(s.sys_req, true), (s.sys_resp, false)] {
                 let mut id = start;
                 let index = if forward { &by_sys_req } else { &by_sys_resp };
-                for _ in 0..spans.len() {
+                for _ in 0..links.len() {
                     let holds = |c: u32| {
-                        let cs = &spans[c as usize];
+                        let cs = &links[c as usize];
                         cs.agent == s.agent && id == if forward { cs.sys_req } else { cs.sys_resp }
                     };
                     let next = index
                         .get(sys_key(s.agent, id))
                         .find(|&c| holds(c) && offer(c, sp, false, &mut best));
                     let Some(c) = next else { break };
-                    let cs = &spans[c as usize];
+                    let cs = &links[c as usize];
                     id = if forward { cs.sys_resp } else { cs.sys_req };
                     if id == 0 || id == if forward { s.sys_resp } else { s.sys_req } {
                         break;
@@ -514,7 +546,7 @@ fn adopt_calls(spans: &[&SpanMeta], hot: &[Hot], hop_of: &[u32], parent: &mut [O
         for (tag, h) in [(0, s.x0), (0, s.x1), (1, s.x1), (2, s.trace_id)] {
             if h != 0 {
                 for c in by_tag.get(tag_key(s.agent, s.pid, tag, h)) {
-                    if tagged(spans[c as usize], tag) == h {
+                    if tagged(&links[c as usize], tag) == h {
                         offer(c, sp, true, &mut best);
                     }
                 }
@@ -534,15 +566,15 @@ fn adopt_calls(spans: &[&SpanMeta], hot: &[Hot], hop_of: &[u32], parent: &mut [O
 /// Set roots still without a parent attach to the innermost enclosing hop leaf on the same
 /// agent that shares an X-Request-ID with them or whose span id is their parent span id.
 fn attach_roots(
-    spans: &[&SpanMeta],
     hot: &[Hot],
+    links: &[Links],
     hop_of: &[u32],
     leaves: &[u32],
     parent: &mut [Option<u32>],
 ) {
     let mut by_key = Vec::new();
     for &l in leaves {
-        let s = &spans[l as usize];
+        let s = &links[l as usize];
         let mut keys = [s.x0, s.x1, s.span_id];
         keys.sort_unstable();
         for (k, &h) in keys.iter().enumerate() {
@@ -552,18 +584,18 @@ fn attach_roots(
         }
     }
     let by_key = ByKey::new(by_key);
-    for c in 0..spans.len() {
+    for c in 0..links.len() {
         if parent[c].is_some() {
             continue;
         }
-        let cs = &spans[c];
+        let cs = &links[c];
         let mut found: Option<u32> = None;
         for h in [cs.x0, cs.x1, cs.parent_span_id] {
             if h == 0 {
                 continue;
             }
             for l in by_key.get(h) {
-                let ls = &spans[l as usize];
+                let ls = &links[l as usize];
                 let linked = if h == cs.parent_span_id {
                     ls.span_id == h
                 } else {
@@ -590,8 +622,8 @@ fn attach_roots(
 
 /// Trees from parent links, traces from trees joined by shared X-Request-IDs and trace ids;
 /// depth-first order by start time.
-fn order(spans: &[&SpanMeta], hot: &[Hot], parent: &[Option<u32>]) -> Assembly {
-    let n = spans.len();
+fn order(hot: &[Hot], links: &[Links], parent: &[Option<u32>]) -> Assembly {
+    let n = links.len();
     let mut sets = Sets::new(n);
     for (c, p) in parent.iter().enumerate() {
         if let Some(p) = p {
@@ -601,7 +633,7 @@ fn order(spans: &[&SpanMeta], hot: &[Hot], parent: &[Option<u32>]) -> Assembly {
     // Each shared key joins its spans to the first span holding it.
     let mut first: foldhash::HashMap<(u8, u64), u32> =
         foldhash::HashMap::with_capacity_and_hasher(n / 8, Default::default());
-    for (i, s) in spans.iter().enumerate() {
+    for (i, s) in links.iter().enumerate() {
         for key in [(0u8, s.x0), (0, s.x1), (1, s.trace_id)] {
             if key.1 != 0 {
                 let f = *first.entry(key).or_insert(i as u32);
