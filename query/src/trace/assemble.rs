@@ -6,7 +6,7 @@
 
 use std::convert::Infallible;
 
-use super::meta::{Kind, Point, SpanMeta};
+use super::meta::{CONFLICT_FIELDS, Kind, Point, SpanMeta};
 
 /// Time tolerances of the relation checks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -65,7 +65,8 @@ impl Tolerance {
 }
 
 /// What the rules read of every span, gathered in one pass: they visit spans in key order, and
-/// a visit to this row costs one cache line where a whole [`SpanMeta`] costs up to four.
+/// a visit to this 48-byte row costs one or two cache lines where a whole [`SpanMeta`] costs up
+/// to four.
 #[derive(Debug, Clone, Copy)]
 struct Hot {
     id: i64,
@@ -81,6 +82,9 @@ struct Hot {
     point: Point,
     kind: Kind,
 }
+
+// `Hot::set` has a bit for each conflict field.
+const _: () = assert!(CONFLICT_FIELDS <= u16::BITS as usize);
 
 impl Hot {
     fn new(s: &SpanMeta) -> Self {
@@ -111,7 +115,7 @@ impl Hot {
 }
 
 /// What call adoption, root attachment and trace joining read of a span besides its [`Hot`]
-/// row: syscall trace ids, header hashes, process.
+/// row: syscall trace ids, header hashes, process and agent.
 #[derive(Debug, Clone, Copy)]
 struct Links {
     sys_req: i64,
@@ -410,13 +414,13 @@ fn network_sets(
 
 /// Orders one hop: client process, then the network points by side, agent and point, outer
 /// (longer) views first, then the server process.
-fn sort_hop(spans: &[Hot], hop: &mut [u32]) {
+fn sort_hop(hot: &[Hot], hop: &mut [u32]) {
     if hop.len() < 2 {
         return;
     }
     let first = |pred: fn(Point) -> bool| {
         hop.iter()
-            .map(|&i| &spans[i as usize])
+            .map(|&i| &hot[i as usize])
             .filter(|s| pred(s.point))
             .min_by_key(|s| s.point)
             .map(|s| s.agent)
@@ -424,7 +428,7 @@ fn sort_hop(spans: &[Hot], hop: &mut [u32]) {
     let ingress = first(Point::is_client_side);
     let egress = hop
         .iter()
-        .map(|&i| &spans[i as usize])
+        .map(|&i| &hot[i as usize])
         .filter(|s| s.point > Point::Between)
         .max_by_key(|s| s.point)
         .map(|s| s.agent);
@@ -434,7 +438,7 @@ fn sort_hop(spans: &[Hot], hop: &mut [u32]) {
         (false, false) => 1,
     };
     hop.sort_by_key(|&i| {
-        let s = &spans[i as usize];
+        let s = &hot[i as usize];
         let class = match s.point {
             Point::ClientProcess => 0,
             Point::ServerProcess => 2,
@@ -696,7 +700,7 @@ fn order(hot: &[Hot], links: &[Links], parent: &[Option<u32>]) -> Assembly {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::trace::meta::{CONFLICT_FIELDS, Kind, SpanKeys};
+    use crate::trace::meta::SpanKeys;
 
     fn span(fields: [u64; CONFLICT_FIELDS]) -> SpanMeta {
         SpanMeta {
