@@ -64,6 +64,11 @@ impl Tolerance {
     }
 }
 
+/// Bytes per span that [`assemble`] holds while it runs: its packed rows ([`Hot`], [`Links`])
+/// and, about, its indexes, union-finds and output.
+pub(crate) const ASSEMBLY_BYTES_PER_SPAN: usize =
+    std::mem::size_of::<Hot>() + std::mem::size_of::<Links>() + 112;
+
 /// What the rules read of every span, gathered in one pass: they visit spans in key order, and
 /// a visit to this 48-byte row costs one or two cache lines where a whole [`SpanMeta`] costs up
 /// to four.

@@ -16,7 +16,7 @@ use datafusion::{
 use wiretrace_storage::{LOOKUP_KEY_COLUMNS, schema::l7_flow_log_schema};
 
 use super::{
-    assemble::{Assembly, Tolerance, assemble, assemble_until},
+    assemble::{ASSEMBLY_BYTES_PER_SPAN, Assembly, Tolerance, assemble, assemble_until},
     index::{Key, KeyIndex, Loc, Probe, View},
     meta::{Point, SpanMeta, StringKeys},
 };
@@ -107,7 +107,7 @@ impl Traced {
 const WINDOW_BYTES_PER_SPAN: usize = std::mem::size_of::<SpanMeta>()
     + std::mem::size_of::<&SpanMeta>()
     + std::mem::size_of::<Loc>()
-    + 64;
+    + ASSEMBLY_BYTES_PER_SPAN;
 
 /// Bytes counted per span for each column asked for.
 const OUTPUT_BYTES_PER_COLUMN: usize = 16;
