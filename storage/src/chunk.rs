@@ -71,6 +71,30 @@ pub(crate) struct Encoded {
     pub(crate) close: ColumnCloseResult,
 }
 
+/// Expands `$then!(typed, get)` for the stored Arrow type `$dt` (else `$other`): `typed` reads
+/// a column's array as its typed values, `get` one row's value from those.
+macro_rules! by_type {
+    ($dt:expr, $then:ident, $other:expr) => {
+        match $dt {
+            DataType::Int32 => $then!(|a| a.as_primitive::<Int32Type>().values(), |v, i| v[i]),
+            DataType::UInt32 => $then!(|a| a.as_primitive::<UInt32Type>().values(), |v, i| v[i]),
+            DataType::Int64 => $then!(|a| a.as_primitive::<Int64Type>().values(), |v, i| v[i]),
+            DataType::Timestamp(TimeUnit::Microsecond, _) => $then!(
+                |a| a.as_primitive::<TimestampMicrosecondType>().values(),
+                |v, i| v[i]
+            ),
+            DataType::Utf8 => $then!(|a| a.as_string::<i32>(), |a, i| a.value(i).as_bytes()),
+            DataType::Binary => $then!(|a| a.as_binary::<i32>(), |a, i| a.value(i)),
+            _ => $other,
+        }
+    };
+}
+
+/// Row `r`'s value read by `get` from `typed`.
+fn of<A: Copy, V>(typed: A, get: impl Fn(A, usize) -> V) -> impl Fn(usize) -> V {
+    move |r| get(typed, r)
+}
+
 /// Encodes column chunks, reusing one zstd context for every page.
 pub(crate) struct ChunkEncoder {
     zstd: zstd::bulk::Compressor<'static>,
@@ -127,36 +151,21 @@ impl ChunkEncoder {
         let spec = &spec;
         let nulls = array.logical_nulls().filter(|n| n.null_count() > 0);
         let nulls = nulls.as_ref();
-        match array.data_type() {
-            DataType::Int32 => {
-                let v = array.as_primitive::<Int32Type>().values();
-                self.plain_or_interned(descr, groups, scan, nulls, |r| v[r], spec)
-            }
-            DataType::UInt32 => {
-                let v = array.as_primitive::<UInt32Type>().values();
-                self.plain_or_interned(descr, groups, scan, nulls, |r| v[r], spec)
-            }
-            DataType::Int64 => {
-                let v = array.as_primitive::<Int64Type>().values();
-                self.plain_or_interned(descr, groups, scan, nulls, |r| v[r], spec)
-            }
-            DataType::Timestamp(TimeUnit::Microsecond, _) => {
-                let v = array.as_primitive::<TimestampMicrosecondType>().values();
-                self.plain_or_interned(descr, groups, scan, nulls, |r| v[r], spec)
-            }
-            DataType::Utf8 => {
-                let a = array.as_string::<i32>();
-                self.plain_or_interned(descr, groups, scan, nulls, |r| a.value(r).as_bytes(), spec)
-            }
-            DataType::Binary => {
-                let a = array.as_binary::<i32>();
-                self.plain_or_interned(descr, groups, scan, nulls, |r| a.value(r), spec)
-            }
-            other => Err(ParquetError::NYI(format!(
-                "column {}: storing {other} is not supported",
-                descr.name()
-            ))),
+        macro_rules! single {
+            ($typed:expr, $get:expr) => {{
+                let [typed] = [&array].map($typed);
+                self.plain_or_interned(descr, groups, scan, nulls, of(typed, $get), spec)
+            }};
         }
+        by_type!(
+            array.data_type(),
+            single,
+            Err(ParquetError::NYI(format!(
+                "column {}: storing {} is not supported",
+                descr.name(),
+                array.data_type()
+            )))
+        )
     }
 
     /// The chunks of a column to intern given as `parts` of more than one batch, or `None`
@@ -183,26 +192,7 @@ impl ChunkEncoder {
                 }
             }};
         }
-        let encoded = match parts[0].data_type() {
-            DataType::Int32 => {
-                interned!(|a| a.as_primitive::<Int32Type>().values(), |v, i| v[i])
-            }
-            DataType::UInt32 => {
-                interned!(|a| a.as_primitive::<UInt32Type>().values(), |v, i| v[i])
-            }
-            DataType::Int64 => {
-                interned!(|a| a.as_primitive::<Int64Type>().values(), |v, i| v[i])
-            }
-            DataType::Timestamp(TimeUnit::Microsecond, _) => {
-                interned!(
-                    |a| a.as_primitive::<TimestampMicrosecondType>().values(),
-                    |v, i| v[i]
-                )
-            }
-            DataType::Utf8 => interned!(|a| a.as_string::<i32>(), |a, i| a.value(i).as_bytes()),
-            DataType::Binary => interned!(|a| a.as_binary::<i32>(), |a, i| a.value(i)),
-            _ => return Ok(None),
-        };
+        let encoded = by_type!(parts[0].data_type(), interned, return Ok(None));
         encoded.map(Some)
     }
 
