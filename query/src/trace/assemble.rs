@@ -530,7 +530,13 @@ fn adopt_calls(hot: &[Hot], links: &[Links], hop_of: &[u32], parent: &mut [Optio
         let sp = sp as u32;
         // The thread's chain: request id → first call → … → last call → response id.
         if s.sys_req != 0 && s.sys_resp != 0 && s.sys_req != s.sys_resp {
+            // Forward from the request id; backward from the response id only where the forward
+            // walk stopped short of it (a call missing from the window).
+            let mut whole = false;
             for (start, forward) in [(s.sys_req, true), (s.sys_resp, false)] {
+                if whole {
+                    break;
+                }
                 let mut id = start;
                 let index = if forward { &by_sys_req } else { &by_sys_resp };
                 for _ in 0..links.len() {
@@ -545,6 +551,7 @@ fn adopt_calls(hot: &[Hot], links: &[Links], hop_of: &[u32], parent: &mut [Optio
                     let cs = &links[c as usize];
                     id = if forward { cs.sys_resp } else { cs.sys_req };
                     if id == 0 || id == if forward { s.sys_resp } else { s.sys_req } {
+                        whole = id != 0;
                         break;
                     }
                 }
