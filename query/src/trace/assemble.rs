@@ -495,11 +495,9 @@ fn adopt_calls(hot: &[Hot], links: &[Links], hop_of: &[u32], parent: &mut [Optio
         }
     }
     let n = links.len();
-    let (by_sys_req, by_sys_resp, by_tag) = (
-        ByHash::new(n, &by_sys_req),
-        ByHash::new(n, &by_sys_resp),
-        ByHash::new(n, &by_tag),
-    );
+    let (by_sys_req, by_tag) = (ByHash::new(n, &by_sys_req), ByHash::new(n, &by_tag));
+    // Built only when a backward walk needs it.
+    let by_sys_resp_index = std::cell::OnceCell::new();
     // What a call holds under each tag (a shared hash is checked against it).
     let tagged = |c: &Links, tag: u8| match tag {
         0 => c.x0,
@@ -538,7 +536,11 @@ fn adopt_calls(hot: &[Hot], links: &[Links], hop_of: &[u32], parent: &mut [Optio
                     break;
                 }
                 let mut id = start;
-                let index = if forward { &by_sys_req } else { &by_sys_resp };
+                let index = if forward {
+                    &by_sys_req
+                } else {
+                    by_sys_resp_index.get_or_init(|| ByHash::new(n, &by_sys_resp))
+                };
                 for _ in 0..links.len() {
                     let holds = |c: u32| {
                         let cs = &links[c as usize];
