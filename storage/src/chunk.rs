@@ -153,6 +153,7 @@ impl ChunkEncoder {
         let nulls = nulls.as_ref();
         macro_rules! single {
             ($typed:expr, $get:expr) => {{
+                // Through `map`, so the closure's argument type is known.
                 let [typed] = [&array].map($typed);
                 self.plain_or_interned(descr, groups, scan, nulls, of(typed, $get), spec)
             }};
