@@ -473,10 +473,11 @@ struct Interned<V> {
     rank: Vec<u32>,
     /// Bytes each value takes PLAIN encoded.
     plain_len: Vec<u32>,
-    /// The values in sorted order and the PLAIN bytes they take, when they are few and small
-    /// enough for every chunk to carry all of them as its dictionary (no per-chunk dictionary
-    /// to cut).
-    shared: Option<(Vec<V>, usize)>,
+    /// The PLAIN bytes of all the values and the fewest one value takes, when the values are
+    /// few and small enough for every chunk to carry all of them as its dictionary (no
+    /// per-chunk dictionary to cut). Then `values` are in sorted order, and `key` indexes
+    /// them as they are.
+    shared: Option<(usize, usize)>,
 }
 
 impl<V: Value> Interned<V> {
@@ -526,6 +527,14 @@ impl<V: Value> Interned<V> {
             let value = |i| get(a, i);
             let within = match nulls.as_ref().filter(|n| n.null_count() > 0) {
                 Some(n) => interner.add(n.valid_indices(), &value, key),
+                // A part of one value (a batch of spans of one protocol, agent, ...): that value
+                // interned once.
+                None if uniform(*part) => {
+                    let within = interner.add(0..1, &value, key);
+                    let k = key[0];
+                    key.fill(k);
+                    within
+                }
                 None => interner.add(0..part.len(), &value, key),
             };
             if !within {
@@ -545,17 +554,31 @@ impl<V: Value> Interned<V> {
     }
 
     /// `values` as interned, with each row's `key`, ready to cut dictionaries from.
-    fn new(values: Vec<V>, key: Vec<u32>) -> Self {
+    fn new(mut values: Vec<V>, mut key: Vec<u32>) -> Self {
         let mut order: Vec<u32> = (0..values.len() as u32).collect();
         order.sort_unstable_by_key(|&k| values[k as usize]);
         let mut rank = vec![0; values.len()];
         for (r, &k) in order.iter().enumerate() {
             rank[k as usize] = r as u32;
         }
-        let plain_len: Vec<u32> = values.iter().map(|v| v.plain_len() as u32).collect();
+        let mut plain_len: Vec<u32> = values.iter().map(|v| v.plain_len() as u32).collect();
         let bytes = plain_len.iter().map(|&l| l as usize).sum::<usize>();
-        let shared = (bytes <= SHARED_DICTIONARY_BYTES)
-            .then(|| (order.iter().map(|&k| values[k as usize]).collect(), bytes));
+        let mut shared = None;
+        if bytes <= SHARED_DICTIONARY_BYTES {
+            // Keys relabelled to sorted order once for the file, so each chunk's keys are the
+            // rows' keys as they are. A row without a value keeps its unset key (`rank`'s
+            // last slot), read without a branch.
+            rank.push(u32::MAX);
+            let unset = values.len();
+            for k in &mut key {
+                *k = rank[(*k as usize).min(unset)];
+            }
+            values = order.iter().map(|&k| values[k as usize]).collect();
+            plain_len = order.iter().map(|&k| plain_len[k as usize]).collect();
+            rank = (0..values.len() as u32).collect();
+            let fewest = plain_len.iter().min().map_or(0, |&l| l as usize);
+            shared = Some((bytes, fewest));
+        }
         Self {
             values,
             key,
@@ -569,19 +592,22 @@ impl<V: Value> Interned<V> {
     /// order (so a page's least and greatest index are its minimum and maximum), or `None`
     /// when plain values store the chunk smaller. `local` maps interned keys to the chunk's
     /// (all unset between calls).
-    fn chunk(&self, mut keys: Vec<u32>, local: &mut Vec<u32>) -> Option<Dictionary<V>> {
-        if let Some((sorted, sorted_bytes)) = &self.shared {
-            let mut plain = 0usize;
-            for k in &mut keys {
-                plain += self.plain_len[*k as usize] as usize;
-                *k = self.rank[*k as usize];
-            }
+    fn chunk(&self, keys: Vec<u32>, local: &mut Vec<u32>) -> Option<Dictionary<V>> {
+        if let Some((bytes, fewest)) = self.shared {
             let d = Dictionary {
-                values: sorted.clone(),
+                values: self.values.clone(),
                 keys,
             };
-            let bytes = sorted_bytes + d.keys.len() * usize::from(d.width()) / 8;
-            return (!d.keys.is_empty() && bytes < plain).then_some(d);
+            let bytes = bytes + d.keys.len() * usize::from(d.width()) / 8;
+            // The plain values' bytes are summed only when their least possible size does not
+            // already exceed the dictionary's.
+            let pays = bytes < d.keys.len() * fewest
+                || bytes
+                    < d.keys
+                        .iter()
+                        .map(|&k| self.plain_len[k as usize] as usize)
+                        .sum();
+            return (!d.keys.is_empty() && pays).then_some(d);
         }
         local.resize(self.values.len(), u32::MAX);
         let (mut used, mut chunk_keys, mut plain) = (Vec::new(), keys, 0usize);
@@ -669,6 +695,38 @@ impl<V: Value> Interner<V> {
         }
         self.last = last;
         true
+    }
+}
+
+/// Whether every row of `part` holds the same value, none null, read off its buffers at memory
+/// speed: fixed-width values repeat with the period of one value; byte strings' offsets step
+/// evenly and their bytes repeat with the period of one string.
+fn uniform(part: &dyn Array) -> bool {
+    let data = part.to_data();
+    let len = data.len();
+    if len == 0 || data.null_count() > 0 {
+        return false;
+    }
+    let periodic = |bytes: &[u8], period: usize| {
+        period == 0 || (period <= bytes.len() && bytes[period..] == bytes[..bytes.len() - period])
+    };
+    match data.data_type() {
+        DataType::Utf8 | DataType::Binary => {
+            let offsets = &data.buffer::<i32>(0)[..=len];
+            let (first, step) = (offsets[0], offsets[1] - offsets[0]);
+            // Every offset checked (no early exit), so the loop is vectorized.
+            let even = offsets.iter().zip(0..).fold(true, |even, (&o, i)| {
+                even & (o == first.wrapping_add(step.wrapping_mul(i)))
+            });
+            even && periodic(
+                &data.buffers()[1][first as usize..offsets[len] as usize],
+                step as usize,
+            )
+        }
+        other => other.primitive_width().is_some_and(|w| {
+            let at = data.offset() * w;
+            periodic(&data.buffers()[0][at..at + len * w], w)
+        }),
     }
 }
 
@@ -987,5 +1045,37 @@ mod tests {
             unrepeated(&bytes),
             ["", "a", "b", "a", "x-request-00000001"].map(str::as_bytes)
         );
+    }
+
+    /// A part is uniform only when every row holds the same value and none is null, for
+    /// fixed-width values and byte strings alike, sliced or not.
+    #[test]
+    fn uniform_parts_are_one_value_without_nulls() {
+        use arrow::array::{BinaryArray, Int32Array, Int64Array, StringArray};
+        assert!(uniform(&Int32Array::from(vec![7; 100])));
+        assert!(!uniform(&Int32Array::from(vec![7, 7, 7, 8])));
+        assert!(!uniform(&Int32Array::from(vec![Some(7), None, Some(7)])));
+        assert!(!uniform(&Int32Array::from(Vec::<i32>::new())));
+        // Sliced: only the rows in the slice count.
+        let mixed = Int64Array::from(vec![1, 2, 2, 2, 3]);
+        assert!(uniform(&mixed.slice(1, 3)));
+        assert!(!uniform(&mixed.slice(0, 3)));
+
+        assert!(uniform(&StringArray::from(vec!["c-p"; 50])));
+        assert!(uniform(&StringArray::from(vec![""; 50])));
+        assert!(!uniform(&StringArray::from(vec!["c-p", "s-p", "c-p"])));
+        // Same lengths, bytes repeating with another period than one string's.
+        assert!(!uniform(&StringArray::from(vec!["abab", "abab", "baba"])));
+        // Bytes repeating, lengths not even.
+        assert!(!uniform(&StringArray::from(vec!["ab", "abab", "ab"])));
+        assert!(!uniform(&StringArray::from(vec![
+            Some("a"),
+            None,
+            Some("a")
+        ])));
+        let strings = StringArray::from(vec!["x", "tcp", "tcp", "tcp", "y"]);
+        assert!(uniform(&strings.slice(1, 3)));
+        assert!(!uniform(&strings.slice(0, 2)));
+        assert!(uniform(&BinaryArray::from(vec![&b"\x00\x01"[..]; 9])));
     }
 }

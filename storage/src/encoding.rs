@@ -145,16 +145,14 @@ pub(crate) fn delta_binary_packed(values: &[i64], out: &mut Vec<u8>) {
             *p = d.wrapping_sub(min) as u64;
         }
         let used = deltas.len().div_ceil(mini);
-        let widths: Vec<u8> = (0..DELTA_MINIBLOCKS)
-            .map(|m| match m < used {
-                true => bit_width(
-                    packed[m * mini..(m + 1) * mini]
-                        .iter()
-                        .fold(0, |a, &p| a | p),
-                ),
-                false => 0,
-            })
-            .collect();
+        let widths: [u8; DELTA_MINIBLOCKS] = std::array::from_fn(|m| match m < used {
+            true => bit_width(
+                packed[m * mini..(m + 1) * mini]
+                    .iter()
+                    .fold(0, |a, &p| a | p),
+            ),
+            false => 0,
+        });
         out.extend_from_slice(&widths);
         for (m, &width) in widths.iter().enumerate().take(used) {
             bit_pack(&packed[m * mini..(m + 1) * mini], width, out);
@@ -194,13 +192,20 @@ pub(crate) fn plain<T: LeBytes>(values: &[T], out: &mut Vec<u8>) {
 pub(crate) fn byte_stream_split<T: LeBytes>(values: &[T], out: &mut Vec<u8>) {
     let mut plain_bytes = Vec::with_capacity(values.len() * T::WIDTH);
     plain(values, &mut plain_bytes);
-    for k in 0..T::WIDTH {
-        out.extend(plain_bytes.iter().skip(k).step_by(T::WIDTH));
+    let at = out.len();
+    out.resize(at + plain_bytes.len(), 0);
+    // Each value's bytes scattered to their streams: every stream is written front to back.
+    let streams = &mut out[at..];
+    for (i, bytes) in plain_bytes.chunks_exact(T::WIDTH).enumerate() {
+        for (k, &b) in bytes.iter().enumerate() {
+            streams[k * values.len() + i] = b;
+        }
     }
 }
 
 /// Appends byte strings PLAIN encoded (each length-prefixed).
-pub(crate) fn plain_bytes<'a>(values: impl Iterator<Item = &'a [u8]>, out: &mut Vec<u8>) {
+pub(crate) fn plain_bytes<'a>(values: impl Iterator<Item = &'a [u8]> + Clone, out: &mut Vec<u8>) {
+    out.reserve(values.clone().map(|v| 4 + v.len()).sum());
     for v in values {
         out.extend_from_slice(&(v.len() as u32).to_le_bytes());
         out.extend_from_slice(v);
@@ -212,6 +217,7 @@ pub(crate) fn plain_bytes<'a>(values: impl Iterator<Item = &'a [u8]>, out: &mut 
 pub(crate) fn delta_length_bytes(values: &[&[u8]], out: &mut Vec<u8>) {
     let lengths: Vec<i64> = values.iter().map(|v| v.len() as i64).collect();
     delta_binary_packed(&lengths, out);
+    out.reserve(lengths.iter().sum::<i64>() as usize);
     for v in values {
         out.extend_from_slice(v);
     }
