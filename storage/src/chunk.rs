@@ -59,6 +59,8 @@ pub(crate) struct ColumnSpec {
     pub(crate) encoding: Option<Encoding>,
     /// False-positive rate of its bloom filter, if it has one.
     pub(crate) bloom_fpp: Option<f64>,
+    /// zstd level of its chunks where compression pays.
+    pub(crate) zstd_level: ZstdLevel,
 }
 
 /// An encoded column chunk: its bytes (offsets in the metadata count from their start) and
@@ -98,6 +100,7 @@ fn of<A: Copy, V>(typed: A, get: impl Fn(A, usize) -> V) -> impl Fn(usize) -> V 
 /// Encodes column chunks, reusing one zstd context for every page.
 pub(crate) struct ChunkEncoder {
     zstd: zstd::bulk::Compressor<'static>,
+    /// The level `zstd` compresses at.
     level: ZstdLevel,
 }
 
@@ -110,10 +113,10 @@ impl std::fmt::Debug for ChunkEncoder {
 }
 
 impl ChunkEncoder {
-    /// An encoder compressing pages with zstd at `level`.
-    pub(crate) fn new(level: ZstdLevel) -> Result<Self> {
-        let zstd = zstd::bulk::Compressor::new(level.compression_level())
-            .map_err(|e| ParquetError::External(Box::new(e)))?;
+    /// An encoder (compressing pages at each column's zstd level).
+    pub(crate) fn new() -> Result<Self> {
+        let level = ZstdLevel::default();
+        let zstd = zstd::bulk::Compressor::new(level.compression_level()).map_err(external)?;
         Ok(Self { zstd, level })
     }
 
@@ -128,6 +131,12 @@ impl ChunkEncoder {
         scan: &[u32],
         spec: &ColumnSpec,
     ) -> Result<Vec<Encoded>> {
+        if spec.zstd_level != self.level {
+            self.zstd
+                .set_compression_level(spec.zstd_level.compression_level())
+                .map_err(external)?;
+            self.level = spec.zstd_level;
+        }
         // A column to intern whose file holds every row is interned part by part and its
         // chunks read only what was interned: the parts are never joined into one array.
         let mut spec = *spec;
@@ -456,11 +465,13 @@ impl ChunkEncoder {
     }
 
     fn compress(&mut self, buf: &[u8]) -> Result<bytes::Bytes> {
-        self.zstd
-            .compress(buf)
-            .map(Into::into)
-            .map_err(|e| ParquetError::External(Box::new(e)))
+        self.zstd.compress(buf).map(Into::into).map_err(external)
     }
+}
+
+/// A zstd error as a Parquet one.
+fn external(e: std::io::Error) -> ParquetError {
+    ParquetError::External(Box::new(e))
 }
 
 /// A column's distinct values over all the rows of a file, interned in row order (the order

@@ -64,8 +64,14 @@ const UNDICTIONARIED: &[(&str, Encoding)] = &[
 /// Rows per Parquet row group: the unit a key lookup reads or skips.
 pub(crate) const ROW_GROUP_ROWS: usize = 64 * 1024;
 
-/// zstd level of the pages that are compressed (those of chunks where it pays).
-const ZSTD_LEVEL: i32 = 3;
+/// zstd level of the pages that are compressed (those of chunks where it pays). On generated
+/// traces, level 1 against 3 per column: X-Request-IDs and TCP seqs smaller and a third
+/// faster, the other compressed columns ≤ 5 % bigger and 20–40 % faster.
+const ZSTD_LEVEL: i32 = 1;
+
+/// Columns whose values repeat far apart, with the zstd level that finds those repeats: flow
+/// ids take half the bytes at level 3 that they take at level 1, in half the time.
+const ZSTD_DEEPER: &[(&str, i32)] = &[("flow_id", 3)];
 
 /// False-positive rate of the bloom filters on TCP seqs: a lookup probes them near their
 /// spans' times only.
@@ -135,7 +141,11 @@ impl PartitionedWriter {
             .iter()
             .map(|f| {
                 let name = f.name().as_str();
-                ColumnSpec {
+                let zstd_level = ZSTD_DEEPER
+                    .iter()
+                    .find(|(c, _)| *c == name)
+                    .map_or(ZSTD_LEVEL, |(_, l)| *l);
+                Ok(ColumnSpec {
                     encoding: UNDICTIONARIED
                         .iter()
                         .find(|(c, _)| *c == name)
@@ -147,9 +157,10 @@ impl PartitionedWriter {
                             KEY_BLOOM_FPP
                         },
                     ),
-                }
+                    zstd_level: ZstdLevel::try_new(zstd_level).map_err(parquet_err)?,
+                })
             })
-            .collect();
+            .collect::<Result<_>>()?;
         // The file's own settings: each column chunk is encoded by `ChunkEncoder`; the footer
         // carries the Arrow schema so readers get the Arrow types back.
         let mut props = WriterProperties::builder().build();
@@ -250,8 +261,7 @@ impl PartitionedWriter {
             path: path.clone(),
             source,
         };
-        let level = ZstdLevel::try_new(ZSTD_LEVEL).map_err(parquet_err)?;
-        let mut encoder = ChunkEncoder::new(level).map_err(parquet_err)?;
+        let mut encoder = ChunkEncoder::new().map_err(parquet_err)?;
         let mut writer = SerializedFileWriter::new(
             file,
             self.parquet_schema.root_schema_ptr(),
