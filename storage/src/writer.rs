@@ -141,15 +141,9 @@ impl PartitionedWriter {
             .iter()
             .map(|f| {
                 let name = f.name().as_str();
-                let zstd_level = ZSTD_DEEPER
-                    .iter()
-                    .find(|(c, _)| *c == name)
-                    .map_or(ZSTD_LEVEL, |(_, l)| *l);
+                let zstd_level = setting(ZSTD_DEEPER, name).unwrap_or(ZSTD_LEVEL);
                 Ok(ColumnSpec {
-                    encoding: UNDICTIONARIED
-                        .iter()
-                        .find(|(c, _)| *c == name)
-                        .map(|(_, e)| *e),
+                    encoding: setting(UNDICTIONARIED, name),
                     bloom_fpp: LOOKUP_KEY_COLUMNS.contains(&name).then_some(
                         if name.ends_with("tcp_seq") {
                             SEQ_BLOOM_FPP
@@ -308,6 +302,11 @@ impl PartitionedWriter {
             rows: rows.len(),
         })
     }
+}
+
+/// The setting `table` gives column `name`, if it names it.
+fn setting<T: Copy>(table: &[(&str, T)], name: &str) -> Option<T> {
+    table.iter().find(|(c, _)| *c == name).map(|(_, v)| *v)
 }
 
 /// Row numbers of `times` in ascending time order, equal times in row order.
