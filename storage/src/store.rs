@@ -445,8 +445,10 @@ mod tests {
             let store = Store::open(dir.path(), StoreOptions::default()).unwrap();
             store.append(L7_FLOW_LOG, spans(0..10)).unwrap();
             assert_eq!(store.flush().unwrap(), 10);
+            // Two appends: the second rewrites the log's last partial block.
             store.append(L7_FLOW_LOG, spans(10..15)).unwrap();
-            assert_eq!(buffered_ids(&store), (10..15).collect::<Vec<_>>());
+            store.append(L7_FLOW_LOG, spans(15..40)).unwrap();
+            assert_eq!(buffered_ids(&store), (10..40).collect::<Vec<_>>());
             assert!(
                 Store::open(dir.path(), StoreOptions::default()).is_err(),
                 "a second writer is refused"
@@ -454,10 +456,10 @@ mod tests {
             // Dropped without a flush: as after kill -9.
         }
         let store = Store::open(dir.path(), StoreOptions::default()).unwrap();
-        assert_eq!(buffered_ids(&store), (10..15).collect::<Vec<_>>());
+        assert_eq!(buffered_ids(&store), (10..40).collect::<Vec<_>>());
         assert_eq!(parquet_ids(dir.path()), (0..10).collect::<Vec<_>>());
         store.flush().unwrap();
-        assert_eq!(parquet_ids(dir.path()), (0..15).collect::<Vec<_>>());
+        assert_eq!(parquet_ids(dir.path()), (0..40).collect::<Vec<_>>());
         assert!(buffered_ids(&store).is_empty());
         assert_eq!(store.stats().wal_bytes, 0);
     }

@@ -23,6 +23,7 @@ use arrow::{
 use crate::{
     error::{Result, StorageError, io},
     intent,
+    segment::Segment,
     writer::Staged,
 };
 
@@ -39,7 +40,7 @@ pub enum FsyncPolicy {
 pub struct Wal {
     dir: PathBuf,
     seq: u64,
-    open: BTreeMap<String, StreamWriter<File>>,
+    open: BTreeMap<String, StreamWriter<Segment>>,
     policy: FsyncPolicy,
     unsynced_since: Option<Instant>,
     _lock: File,
@@ -132,7 +133,9 @@ impl Wal {
             let tdir = self.dir.join(table);
             fs::create_dir_all(&tdir).map_err(io("creating", &tdir))?;
             let path = segment_path(&self.dir, table, self.seq);
-            let file = File::create(&path).map_err(io("creating", &path))?;
+            // An append synced before it returns goes past the page cache.
+            let direct = self.policy == FsyncPolicy::EveryBatch;
+            let file = Segment::create(&path, direct).map_err(io("creating", &path))?;
             let writer = StreamWriter::try_new(file, &batch.schema())?;
             self.open.insert(table.to_string(), writer);
         }
@@ -161,6 +164,7 @@ impl Wal {
     fn sync(&mut self) -> Result<()> {
         for (table, w) in &self.open {
             w.get_ref()
+                .file()
                 .sync_data()
                 .map_err(io("syncing", &segment_path(&self.dir, table, self.seq)))?;
         }
