@@ -42,7 +42,7 @@ impl Segment {
         let (file, direct) = match direct {
             true => match open(libc::O_DIRECT) {
                 Ok(file) => (file, true),
-                // tmpfs and some others refuse the flag.
+                // File systems without direct I/O (tmpfs before Linux 6.6, many FUSE ones).
                 Err(e) if e.raw_os_error() == Some(libc::EINVAL) => (open(0)?, false),
                 Err(e) => return Err(e),
             },
