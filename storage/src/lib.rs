@@ -6,9 +6,10 @@
 //! `chunk.rs` with the value encodings of `encoding.rs`; `wal.rs` logs appended batches
 //! (Arrow IPC) until they are in Parquet, each log file written by `segment.rs`; `store.rs`
 //! joins log, in-memory buffer and writer into what ingest appends to and queries read;
-//! `maintain.rs` quarantines unreadable files and applies retention; `compact.rs` merges a partition's small files; `readers.rs` keeps the
-//! files a compaction replaced until no query can still read them; `intent.rs` makes a flush's
-//! or a compaction's renames survive a crash; `error.rs` is the crate's error.
+//! `maintain.rs` quarantines unreadable files and applies retention; `compact.rs` merges a
+//! partition's small files; `readers.rs` keeps the files a compaction replaced until no query
+//! can still read them; `intent.rs` makes a flush's or a compaction's renames survive a crash;
+//! `error.rs` is the crate's error.
 
 mod chunk;
 mod compact;
