@@ -106,8 +106,8 @@ impl Segment {
         }
         // The last partial block stays held, at the start, for the next write.
         let whole = held / BLOCK * BLOCK;
-        self.buf.truncate(self.start + held);
-        self.buf.copy_within(self.start + whole.., self.start);
+        self.buf
+            .copy_within(self.start + whole..self.start + held, self.start);
         self.buf.truncate(self.start + held - whole);
         self.at += whole as u64;
         Ok(())
