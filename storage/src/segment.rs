@@ -130,34 +130,84 @@ impl Write for Segment {
 mod tests {
     use super::*;
 
-    /// Appends of uneven sizes, flushed one by one, leave the file holding exactly the bytes
-    /// written then zeros (direct or not).
+    /// Appends of uneven sizes to a segment created at `path`, flushed one by one, leave the
+    /// file holding exactly the bytes written then zeros; returns whether writes were direct.
+    fn appends_read_back(path: &Path, direct: bool) -> bool {
+        let mut segment = Segment::create(path, direct).unwrap();
+        let mut expected = Vec::new();
+        for (i, len) in [1usize, 4095, 4096, 10_000, 3, 70_001, 0, 8192]
+            .iter()
+            .enumerate()
+        {
+            let bytes: Vec<u8> = (0..*len).map(|j| (i * 31 + j) as u8 | 1).collect();
+            segment.write_all(&bytes).unwrap();
+            segment.flush().unwrap();
+            expected.extend_from_slice(&bytes);
+            let file = std::fs::read(path).unwrap();
+            assert_eq!(
+                &file[..expected.len()],
+                &expected[..],
+                "direct {direct}, append {i}"
+            );
+            assert!(file[expected.len()..].iter().all(|&b| b == 0));
+            if !segment.direct {
+                assert_eq!(file.len(), expected.len());
+            }
+        }
+        segment.direct
+    }
+
     #[test]
     fn flushed_appends_read_back_in_order() {
         let dir = tempfile::tempdir().unwrap();
         for direct in [true, false] {
-            let path = dir.path().join(format!("seg-{direct}"));
-            let mut segment = Segment::create(&path, direct).unwrap();
-            let mut expected = Vec::new();
-            for (i, len) in [1usize, 4095, 4096, 10_000, 3, 70_001, 0, 8192]
-                .iter()
-                .enumerate()
-            {
-                let bytes: Vec<u8> = (0..*len).map(|j| (i * 31 + j) as u8 | 1).collect();
-                segment.write_all(&bytes).unwrap();
-                segment.flush().unwrap();
-                expected.extend_from_slice(&bytes);
-                let file = std::fs::read(&path).unwrap();
-                assert_eq!(
-                    &file[..expected.len()],
-                    &expected[..],
-                    "direct {direct}, append {i}"
-                );
-                assert!(file[expected.len()..].iter().all(|&b| b == 0));
-                if !direct {
-                    assert_eq!(file.len(), expected.len());
-                }
-            }
+            let taken = appends_read_back(&dir.path().join(format!("seg-{direct}")), direct);
+            assert!(!taken || direct);
         }
+    }
+
+    /// A ramfs mount, unmounted when dropped.
+    struct Ramfs(tempfile::TempDir);
+
+    impl Drop for Ramfs {
+        fn drop(&mut self) {
+            let _ = std::process::Command::new("umount")
+                .arg(self.0.path())
+                .status();
+        }
+    }
+
+    /// On a file system without direct I/O (ramfs refuses `O_DIRECT` at open), the segment is
+    /// written buffered and holds the same bytes. Needs root to mount; skips loudly without it
+    /// outside CI.
+    #[test]
+    fn a_file_system_refusing_direct_io_gets_buffered_writes() {
+        let dir = tempfile::tempdir().unwrap();
+        let mounted = std::process::Command::new("mount")
+            .args(["-t", "ramfs", "ramfs"])
+            .arg(dir.path())
+            .status()
+            .is_ok_and(|s| s.success());
+        if !mounted {
+            assert!(
+                std::env::var("CI").as_deref() != Ok("true"),
+                "mounting a ramfs failed; CI runs as root and must run this test"
+            );
+            eprintln!("SKIPPED: mounting a ramfs needs root");
+            return;
+        }
+        let ramfs = Ramfs(dir);
+        let path = ramfs.0.path().join("seg");
+        let refused = OpenOptions::new()
+            .write(true)
+            .create(true)
+            .custom_flags(libc::O_DIRECT)
+            .open(&path);
+        assert_eq!(
+            refused.err().and_then(|e| e.raw_os_error()),
+            Some(libc::EINVAL),
+            "ramfs took O_DIRECT: this test no longer covers the fallback"
+        );
+        assert!(!appends_read_back(&path, true), "writes should be buffered");
     }
 }
