@@ -157,6 +157,7 @@ mod tests {
         segment.direct
     }
 
+    /// Direct where asked for (this file system takes it) and buffered: the same bytes.
     #[test]
     fn flushed_appends_read_back_in_order() {
         let dir = tempfile::tempdir().unwrap();
