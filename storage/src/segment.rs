@@ -157,7 +157,7 @@ mod tests {
         segment.direct
     }
 
-    /// Direct where asked for (this file system takes it) and buffered: the same bytes.
+    /// Direct writes asked for or not: the same bytes either way, and buffered when not asked.
     #[test]
     fn flushed_appends_read_back_in_order() {
         let dir = tempfile::tempdir().unwrap();
