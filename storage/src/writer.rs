@@ -11,9 +11,9 @@ use std::{
 };
 
 use arrow::{
-    array::{Array, ArrayRef, RecordBatch, TimestampMicrosecondArray},
+    array::{Array, ArrayRef, AsArray, RecordBatch, TimestampMicrosecondArray, UInt32Array},
     compute::concat,
-    datatypes::SchemaRef,
+    datatypes::{DataType, SchemaRef},
 };
 use chrono::{DateTime, Utc};
 use parquet::{
@@ -61,6 +61,17 @@ const UNDICTIONARIED: &[(&str, Encoding)] = &[
     ("x_request_id_1", Encoding::DELTA_LENGTH_BYTE_ARRAY),
 ];
 
+/// Column ordering a file's rows within each slice of [`CLUSTER_US`] of time, where the table
+/// has it (as `UInt32`): every view of one request (the eBPF spans at both ends, the packet
+/// spans between) carries the same request seq, so they lie side by side and their seqs, ids,
+/// ports and X-Request-IDs are stored as near repeats.
+const CLUSTER_COLUMN: &str = "req_tcp_seq";
+
+/// Width of the time slices a file's rows are ordered in, µs: rows sort by slice, then by
+/// [`CLUSTER_COLUMN`], then by time. A page's times still span little more than its rows do,
+/// so pruning by time reaches the pages it reached in plain time order.
+const CLUSTER_US: i64 = 100_000;
+
 /// Rows per Parquet row group: the unit a key lookup reads or skips.
 pub(crate) const ROW_GROUP_ROWS: usize = 64 * 1024;
 
@@ -88,6 +99,8 @@ pub struct PartitionedWriter {
     table: String,
     schema: SchemaRef,
     time_column: usize,
+    /// Where [`CLUSTER_COLUMN`] is, if the table has it.
+    cluster_column: Option<usize>,
     parquet_schema: SchemaDescriptor,
     columns: Vec<ColumnSpec>,
     props: Arc<WriterProperties>,
@@ -129,6 +142,10 @@ impl PartitionedWriter {
     /// A writer for `table` (with `schema`, partitioned by the timestamp column `time_column`).
     pub fn new(data_dir: &Path, table: &str, schema: SchemaRef, time_column: &str) -> Result<Self> {
         let time_column = schema.index_of(time_column)?;
+        let cluster_column = schema
+            .column_with_name(CLUSTER_COLUMN)
+            .filter(|(_, f)| f.data_type() == &DataType::UInt32)
+            .map(|(i, _)| i);
         let parquet_err = |source| StorageError::Parquet {
             path: data_dir.to_path_buf(),
             source,
@@ -170,6 +187,7 @@ impl PartitionedWriter {
             table: table.to_string(),
             schema,
             time_column,
+            cluster_column,
             parquet_schema,
             columns,
             props: Arc::new(props),
@@ -177,7 +195,8 @@ impl PartitionedWriter {
         })
     }
 
-    /// Writes `batches` as one file per hour partition they touch, rows sorted by time.
+    /// Writes `batches` as one file per hour partition they touch, rows by slice of
+    /// [`CLUSTER_US`] of time, then by [`CLUSTER_COLUMN`] where the table has it, then by time.
     pub fn write(&self, batches: &[RecordBatch]) -> Result<WriteStats> {
         let mut stats = WriteStats::default();
         for staged in self.stage(batches)? {
@@ -210,13 +229,20 @@ impl PartitionedWriter {
                 table: self.table.clone(),
                 detail: "time column is not Timestamp(µs)".into(),
             })?;
-        // Rows in time order, as row numbers into the batches end to end: the encoder reads
+        // Rows in file order, as row numbers into the batches end to end: the encoder reads
         // them in this order, so no batch is copied to sort it.
-        let order = if times.values().is_sorted() {
+        let mut order = if times.values().is_sorted() {
             (0..times.len() as u32).collect()
         } else {
             time_order(times.values())
         };
+        if let Some(c) = self.cluster_column {
+            cluster(
+                &mut order,
+                times.values(),
+                column(batches, c)?.as_primitive(),
+            );
+        }
         let hour = |row: u32| times.value(row as usize).div_euclid(3_600_000_000);
         order
             .chunk_by(|&a, &b| hour(a) == hour(b))
@@ -330,6 +356,30 @@ fn time_order(times: &[i64]) -> Vec<u32> {
         let mut order: Vec<u32> = (0..times.len() as u32).collect();
         order.sort_by_key(|&r| times[r as usize]);
         order
+    }
+}
+
+/// Reorders `order` (row numbers in time order) within each slice of [`CLUSTER_US`] by `seqs`
+/// (a null as 0), rows of equal seqs staying in time order.
+fn cluster(order: &mut [u32], times: &[i64], seqs: &UInt32Array) {
+    let slice = |r: u32| times[r as usize].div_euclid(CLUSTER_US);
+    let (mut keys, mut run_rows) = (Vec::new(), Vec::new());
+    for run in order.chunk_by_mut(|&a, &b| slice(a) == slice(b)) {
+        // Seq above, place in the run below: one sort of plain numbers per slice.
+        keys.clear();
+        keys.extend(run.iter().enumerate().map(|(k, &r)| {
+            let seq = match seqs.is_null(r as usize) {
+                true => 0,
+                false => seqs.value(r as usize),
+            };
+            u64::from(seq) << 32 | k as u64
+        }));
+        keys.sort_unstable();
+        run_rows.clear();
+        run_rows.extend_from_slice(run);
+        for (slot, key) in run.iter_mut().zip(&keys) {
+            *slot = run_rows[*key as u32 as usize];
+        }
     }
 }
 
@@ -464,8 +514,8 @@ mod tests {
 
     /// Every physical type and encoding the writer uses, with nulls, over several pages and
     /// row groups, in shuffled time order: read back by the parquet crate's own reader they
-    /// are the same rows sorted by time, and the statistics, page index and bloom filters
-    /// hold what the rows hold.
+    /// are the same rows in the file's order (by slice of time, then request seq, then time),
+    /// and the statistics, page index and bloom filters hold what the rows hold.
     #[test]
     fn every_encoding_reads_back_sorted_with_statistics_and_filters() {
         let n = ROW_GROUP_ROWS + 3 * crate::chunk::PAGE_ROWS + 77;
@@ -542,7 +592,7 @@ mod tests {
         assert_eq!((stats.rows, stats.files.len()), (n, 1));
 
         let mut sorted = t.clone();
-        sorted.sort();
+        sorted.sort_by_key(|&t| (t.div_euclid(CLUSTER_US), seq(t).unwrap_or(0), t));
         let expected = RecordBatch::try_new(Arc::clone(&schema), columns(&sorted)).unwrap();
         let file = File::open(&stats.files[0]).unwrap();
         let options = ArrowReaderOptions::new().with_page_index_policy(PageIndexPolicy::Required);
@@ -625,7 +675,8 @@ mod tests {
             rg.column(10).statistics().unwrap().null_count_opt(),
             Some(ROW_GROUP_ROWS as u64)
         );
-        // The page index of the sorted time column: ascending, each page's bounds its rows'.
+        // The page index of the time column: ascending (each page spans many slices), each
+        // page's bounds its rows'.
         let time_index = &meta.column_index().unwrap()[0][0];
         assert_eq!(
             time_index.get_boundary_order(),
@@ -636,8 +687,8 @@ mod tests {
                 for p in 0..8 {
                     let page =
                         &sorted[p * crate::chunk::PAGE_ROWS..(p + 1) * crate::chunk::PAGE_ROWS];
-                    assert_eq!(index.min_value(p), Some(&page[0]));
-                    assert_eq!(index.max_value(p), page.last());
+                    assert_eq!(index.min_value(p), page.iter().min());
+                    assert_eq!(index.max_value(p), page.iter().max());
                 }
             }
             other => panic!("{other:?}"),
@@ -726,6 +777,26 @@ mod tests {
         }
         let written: Vec<Option<String>> = hosts.iter().map(|v| v.map(str::to_string)).collect();
         assert_eq!(read, written);
+    }
+
+    /// Within a slice of time, rows go by seq (a null as 0) and equal seqs by time; the slices
+    /// stay in time order.
+    #[test]
+    fn rows_cluster_by_seq_within_each_time_slice() {
+        let s = CLUSTER_US;
+        let times = [0, 1, 2, 3, s, s + 1, s + 2];
+        let seqs = UInt32Array::from(vec![
+            Some(9),
+            Some(5),
+            None,
+            Some(5),
+            Some(1),
+            Some(7),
+            Some(1),
+        ]);
+        let mut order: Vec<u32> = (0..7).collect();
+        cluster(&mut order, &times, &seqs);
+        assert_eq!(order, [2, 1, 3, 0, 4, 6, 5]);
     }
 
     #[test]
