@@ -247,22 +247,28 @@ impl PartitionedWriter {
         order
             .chunk_by(|&a, &b| hour(a) == hour(b))
             .map(|rows| {
-                let first = times.value(rows[0] as usize);
-                let time = DateTime::<Utc>::from_timestamp_micros(first).unwrap_or_default();
-                self.write_file(batches, &time_column, rows, time)
+                let span = rows
+                    .iter()
+                    .map(|&r| times.value(r as usize))
+                    .fold((i64::MAX, i64::MIN), |(least, greatest), t| {
+                        (least.min(t), greatest.max(t))
+                    });
+                self.write_file(batches, &time_column, rows, span)
             })
             .collect()
     }
 
     /// Writes `rows` of `batches` (numbered end to end), in that order, as one Parquet file of
-    /// the partition of `time`; `time_column` is the batches' time column, already joined.
+    /// the partition of their times, which span `span` (least, greatest); `time_column` is the
+    /// batches' time column, already joined.
     fn write_file(
         &self,
         batches: &[RecordBatch],
         time_column: &ArrayRef,
         rows: &[u32],
-        time: DateTime<Utc>,
+        span: (i64, i64),
     ) -> Result<Staged> {
+        let time = DateTime::<Utc>::from_timestamp_micros(span.0).unwrap_or_default();
         let dir = paths::partition_dir(&self.data_dir, &self.table, time);
         fs::create_dir_all(&dir).map_err(|source| StorageError::Io {
             op: "creating",
@@ -270,7 +276,7 @@ impl PartitionedWriter {
             source,
         })?;
         let seq = self.seq.fetch_add(1, Ordering::Relaxed);
-        let path = dir.join(paths::part_file_name(Utc::now(), seq));
+        let path = dir.join(paths::part_file_name(Utc::now(), seq, span));
         let tmp = paths::temp_path(&path);
         let file = File::create(&tmp).map_err(|source| StorageError::Io {
             op: "creating",
