@@ -781,9 +781,9 @@ const RECENT_SLOTS: usize = 4096;
 
 /// `values` without those equal to one seen recently (a table of [`RECENT_SLOTS`] values,
 /// each in the slot its bits pick): a key repeats within a few hundred rows of a file (one
-/// hop seen at several points — side by side in the file's order —, one X-Request-ID in every
-/// span of a trace), and inserting it
-/// into a bloom filter again costs a random access into the filter for nothing.
+/// hop seen at several points, side by side in the file's order; one X-Request-ID in every
+/// span of a trace), and inserting it into a bloom filter again costs a random access into the
+/// filter for nothing.
 fn unrepeated<V: Value>(values: &[V]) -> Vec<V> {
     let mut recent: Vec<Option<V>> = vec![None; RECENT_SLOTS];
     let mut out = Vec::with_capacity(values.len());
