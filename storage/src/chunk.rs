@@ -658,11 +658,21 @@ impl<V: Value> Interned<V> {
     }
 }
 
+/// Slots of [`Interner`]'s table of recent packed values.
+const RECENT_PACKED: usize = 256;
+
 /// Distinct values in the order first seen, interned from one or more runs of rows.
 struct Interner<V> {
+    /// Values that pack into one number ([`Value::packed`]), by that number: hashed and
+    /// compared as integers, without reading bytes twice.
+    packed: foldhash::HashMap<u128, u32>,
+    /// The other values (byte strings too long to pack).
     ids: foldhash::HashMap<V, u32>,
     values: Vec<V>,
-    /// The last row's value and index (a row often repeats the one before).
+    /// Packed values seen lately and their indexes, each in the slot its bits pick (most
+    /// columns have few distinct values: most rows are found here, without a hash table).
+    recent: Vec<(u128, u32)>,
+    /// The last row's value and index, when it did not pack.
     last: Option<(V, u32)>,
     /// Most distinct values allowed.
     limit: usize,
@@ -672,8 +682,10 @@ impl<V: Value> Interner<V> {
     /// An empty interner that gives up past `limit` distinct values.
     fn new(limit: usize) -> Self {
         Self {
-            ids: foldhash::HashMap::with_capacity_and_hasher(64, Default::default()),
+            packed: foldhash::HashMap::with_capacity_and_hasher(64, Default::default()),
+            ids: foldhash::HashMap::default(),
             values: Vec::new(),
+            recent: vec![(0, u32::MAX); RECENT_PACKED],
             last: None,
             limit,
         }
@@ -687,22 +699,45 @@ impl<V: Value> Interner<V> {
         value: &impl Fn(usize) -> V,
         key: &mut [u32],
     ) -> bool {
-        let (ids, values, limit) = (&mut self.ids, &mut self.values, self.limit);
-        let mut last = self.last;
+        let (packed, ids, values, limit) = (
+            &mut self.packed,
+            &mut self.ids,
+            &mut self.values,
+            self.limit,
+        );
+        let (recent, mut last) = (&mut self.recent[..RECENT_PACKED], self.last);
         for r in rows {
             let v = value(r);
-            let k = match last {
-                Some((l, k)) if V::same(l, v) => k,
-                _ => *ids.entry(v).or_insert_with(|| {
-                    values.push(v);
-                    values.len() as u32 - 1
-                }),
+            let fresh = || {
+                values.push(v);
+                values.len() as u32 - 1
+            };
+            let k = match v.packed() {
+                Some(p) => {
+                    let folded = (p as u64 ^ (p >> 64) as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+                    let slot = &mut recent[(folded >> 56) as usize];
+                    match *slot {
+                        (l, k) if l == p && k != u32::MAX => k,
+                        _ => {
+                            let k = *packed.entry(p).or_insert_with(fresh);
+                            *slot = (p, k);
+                            k
+                        }
+                    }
+                }
+                None => match last {
+                    Some((l, k)) if V::same(l, v) => k,
+                    _ => {
+                        let k = *ids.entry(v).or_insert_with(fresh);
+                        last = Some((v, k));
+                        k
+                    }
+                },
             };
             if values.len() > limit {
                 return false;
             }
             key[r] = k;
-            last = Some((v, k));
         }
         self.last = last;
         true
@@ -915,6 +950,9 @@ trait Value: Copy + Ord + Hash + Default {
     fn bloom(self, filter: &mut Sbbf);
     /// 64 of its bits, cheap to read (equal values give equal bits).
     fn bits(self) -> u64;
+    /// The value as one number, equal for equal values and distinct for distinct ones, where
+    /// it fits in 128 bits (every fixed-width value; byte strings of at most 15 bytes).
+    fn packed(self) -> Option<u128>;
     /// Chunk statistics.
     fn statistics(min: Option<Self>, max: Option<Self>, nulls: u64) -> Statistics;
     /// Whether two values are equal (for byte strings, without a `memcmp` call: glibc's
@@ -959,6 +997,9 @@ macro_rules! fixed_value {
             fn bits(self) -> u64 {
                 self as u64
             }
+            fn packed(self) -> Option<u128> {
+                Some(self as u128)
+            }
             fn statistics(min: Option<Self>, max: Option<Self>, nulls: u64) -> Statistics {
                 Statistics::$stat(
                     min.map(|v| v as $as),
@@ -982,6 +1023,34 @@ impl Value for &[u8] {
     }
     fn plain_len(self) -> usize {
         4 + self.len()
+    }
+    fn packed(self) -> Option<u128> {
+        // Read by whole words, never stored and reloaded (a store of a few bytes read back as
+        // a word stalls the load for ~15 cycles): the first word and the last one, shifted
+        // past the bytes it shares with the first, the length in the top byte.
+        let len = self.len();
+        let word = |at: usize| u64::from_le_bytes(self[at..at + 8].try_into().unwrap_or_default());
+        let half = |at: usize| {
+            u64::from(u32::from_le_bytes(
+                self[at..at + 4].try_into().unwrap_or_default(),
+            ))
+        };
+        let (low, high) = match len {
+            0 => (0, 0),
+            1..=3 => {
+                let b = |i: usize| u64::from(self[i]);
+                (b(0) | b(len / 2) << 8 | b(len - 1) << 16, 0)
+            }
+            4..=7 => (half(0) | (half(len - 4) >> (8 * (8 - len))) << 32, 0),
+            8..=15 => (
+                word(0),
+                word(len - 8)
+                    .checked_shr(8 * (16 - len) as u32)
+                    .unwrap_or(0),
+            ),
+            _ => return None,
+        };
+        Some(u128::from(low) | u128::from(high | (len as u64) << 56) << 64)
     }
     fn plain(values: &[Self], out: &mut Vec<u8>) {
         encoding::plain_bytes(values.iter().copied(), out)
@@ -1061,6 +1130,45 @@ mod tests {
 
     /// A part is uniform only when every row holds the same value and none is null, for
     /// fixed-width values and byte strings alike, sliced or not.
+    #[test]
+    fn packed_byte_strings_are_distinct_for_distinct_strings() {
+        let mut seen = std::collections::HashMap::new();
+        let mut strings: Vec<Vec<u8>> = Vec::new();
+        // Every string of up to 6 bytes over a few bytes, and longer ones that differ in one
+        // byte at every place (the places the packing's words overlap included).
+        for len in 0..=6u32 {
+            for n in 0..3usize.pow(len) {
+                let s = (0..len)
+                    .map(|i| [0, 1, 255][n / 3usize.pow(i) % 3])
+                    .collect();
+                strings.push(s);
+            }
+        }
+        for len in 7..=15 {
+            for at in 0..len {
+                for b in [0, 1, 255] {
+                    let mut s = vec![7u8; len];
+                    s[at] = b;
+                    strings.push(s);
+                }
+            }
+        }
+        for s in &strings {
+            let p = s.as_slice().packed().expect("short strings pack");
+            if let Some(other) = seen.insert(p, s.clone()) {
+                assert_eq!(&other, s, "two strings packed alike");
+            }
+        }
+        assert_eq!(
+            seen.len(),
+            strings
+                .iter()
+                .collect::<std::collections::HashSet<_>>()
+                .len()
+        );
+        assert_eq!([0u8; 16].as_slice().packed(), None);
+    }
+
     #[test]
     fn uniform_parts_are_one_value_without_nulls() {
         use arrow::array::{BinaryArray, Int32Array, Int64Array, StringArray};
