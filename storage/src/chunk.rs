@@ -323,7 +323,7 @@ impl ChunkEncoder {
                 None => {
                     let page_values = &values[from..from + count];
                     V::encode(page_values, encoding, &mut buf)?;
-                    stats.page(bounds(page_values), page_rows.len() - count);
+                    stats.page(V::bounds(page_values), page_rows.len() - count);
                 }
             }
             from += count;
@@ -955,6 +955,10 @@ trait Value: Copy + Ord + Hash + Default {
     fn packed(self) -> Option<u128>;
     /// Chunk statistics.
     fn statistics(min: Option<Self>, max: Option<Self>, nulls: u64) -> Statistics;
+    /// The least and the greatest of `values`.
+    fn bounds(values: &[Self]) -> Option<(Self, Self)> {
+        bounds(values)
+    }
     /// Whether two values are equal (for byte strings, without a `memcmp` call: glibc's
     /// AVX-512 `memcmp` costs ~100 ns when handed the dangling pointer of an empty slice).
     fn same(a: Self, b: Self) -> bool {
@@ -1023,6 +1027,35 @@ impl Value for &[u8] {
     }
     fn plain_len(self) -> usize {
         4 + self.len()
+    }
+    fn bounds(values: &[Self]) -> Option<(Self, Self)> {
+        // Compared by their first 8 bytes as one big-endian number (one comparison of
+        // integers, no `memcmp` call), by all their bytes only where those tie or a value is
+        // shorter.
+        let head = |v: &[u8]| {
+            v.get(..8)
+                .map(|h| u64::from_be_bytes(h.try_into().unwrap_or_default()))
+        };
+        let (&first, rest) = values.split_first()?;
+        let (mut least, mut greatest) = ((first, head(first)), (first, head(first)));
+        for &v in rest {
+            let h = head(v);
+            let below = match (h, least.1) {
+                (Some(a), Some(b)) if a != b => a < b,
+                _ => v < least.0,
+            };
+            if below {
+                least = (v, h);
+            }
+            let above = match (h, greatest.1) {
+                (Some(a), Some(b)) if a != b => a > b,
+                _ => v > greatest.0,
+            };
+            if above {
+                greatest = (v, h);
+            }
+        }
+        Some((least.0, greatest.0))
     }
     fn packed(self) -> Option<u128> {
         // Read by whole words, never stored and reloaded (a store of a few bytes read back as
@@ -1167,6 +1200,30 @@ mod tests {
                 .len()
         );
         assert_eq!([0u8; 16].as_slice().packed(), None);
+    }
+
+    #[test]
+    fn byte_string_bounds_are_the_least_and_greatest() {
+        let words: [&[u8]; 9] = [
+            b"abcdefghij",
+            b"abcdefgh",
+            b"abcdefg",
+            b"abcdefghi",
+            b"",
+            b"zz",
+            b"abcdefgz",
+            b"\xffabcdefgh",
+            b"abcdefghia",
+        ];
+        // Every rotation, so each value is met first, last and in between.
+        for turn in 0..words.len() {
+            let mut values = words.to_vec();
+            values.rotate_left(turn);
+            let expected = (*values.iter().min().unwrap(), *values.iter().max().unwrap());
+            assert_eq!(<&[u8]>::bounds(&values), Some(expected));
+            assert_eq!(<&[u8]>::bounds(&values[..1]), Some((values[0], values[0])));
+        }
+        assert_eq!(<&[u8]>::bounds(&[]), None);
     }
 
     #[test]

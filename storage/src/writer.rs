@@ -3,6 +3,7 @@
 
 use std::{
     fs::{self, File},
+    io::BufWriter,
     path::{Path, PathBuf},
     sync::{
         Arc,
@@ -71,6 +72,10 @@ const CLUSTER_COLUMN: &str = "req_tcp_seq";
 /// [`CLUSTER_COLUMN`], then by time. A page's times still span little more than its rows do,
 /// so pruning by time reaches the pages it reached in plain time order.
 const CLUSTER_US: i64 = 100_000;
+
+/// Bytes a file's writes are gathered into before each goes to the kernel (the Parquet writer
+/// hands over 8 KiB at a time: a system call each, which a VM makes dear).
+const WRITE_BUFFER_BYTES: usize = 1 << 20;
 
 /// Rows per Parquet row group: the unit a key lookup reads or skips.
 pub(crate) const ROW_GROUP_ROWS: usize = 64 * 1024;
@@ -289,7 +294,7 @@ impl PartitionedWriter {
         };
         let mut encoder = ChunkEncoder::new().map_err(parquet_err)?;
         let mut writer = SerializedFileWriter::new(
-            file,
+            BufWriter::with_capacity(WRITE_BUFFER_BYTES, file),
             self.parquet_schema.root_schema_ptr(),
             Arc::clone(&self.props),
         )
@@ -322,7 +327,15 @@ impl PartitionedWriter {
             }
             row_group.close().map_err(parquet_err)?;
         }
-        let file = writer.into_inner().map_err(parquet_err)?;
+        let file = writer
+            .into_inner()
+            .map_err(parquet_err)?
+            .into_inner()
+            .map_err(|e| StorageError::Io {
+                op: "writing",
+                path: tmp.clone(),
+                source: e.into_error(),
+            })?;
         file.sync_all().map_err(|source| StorageError::Io {
             op: "syncing",
             path: tmp.clone(),
