@@ -1161,8 +1161,8 @@ mod tests {
         );
     }
 
-    /// A part is uniform only when every row holds the same value and none is null, for
-    /// fixed-width values and byte strings alike, sliced or not.
+    /// Packing is one to one: no two distinct short strings pack alike, and a string of 16
+    /// bytes or more does not pack.
     #[test]
     fn packed_byte_strings_are_distinct_for_distinct_strings() {
         let mut seen = std::collections::HashMap::new();
@@ -1202,6 +1202,8 @@ mod tests {
         assert_eq!([0u8; 16].as_slice().packed(), None);
     }
 
+    /// Byte strings' bounds by their first word, then their bytes, are those of plain
+    /// lexicographic order, whatever the order the values come in.
     #[test]
     fn byte_string_bounds_are_the_least_and_greatest() {
         let words: [&[u8]; 9] = [
@@ -1226,6 +1228,8 @@ mod tests {
         assert_eq!(<&[u8]>::bounds(&[]), None);
     }
 
+    /// A part is uniform only when every row holds the same value and none is null, for
+    /// fixed-width values and byte strings alike, sliced or not.
     #[test]
     fn uniform_parts_are_one_value_without_nulls() {
         use arrow::array::{BinaryArray, Int32Array, Int64Array, StringArray};
