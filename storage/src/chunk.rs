@@ -484,11 +484,10 @@ struct Interned<V> {
     rank: Vec<u32>,
     /// Bytes each value takes PLAIN encoded.
     plain_len: Vec<u32>,
-    /// The PLAIN bytes of all the values and the fewest one value takes, when the values are
-    /// few and small enough for every chunk to carry all of them as its dictionary (no
-    /// per-chunk dictionary to cut). Then `values` are in sorted order, and `key` indexes
-    /// them as they are.
-    shared: Option<(usize, usize)>,
+    /// The values in sorted order, the PLAIN bytes of them all and the fewest one value takes,
+    /// when they are few and small enough for every chunk to carry all of them as its
+    /// dictionary (no per-chunk dictionary to cut; a chunk's keys go through `rank`).
+    shared: Option<(Vec<V>, usize, usize)>,
 }
 
 impl<V: Value> Interned<V> {
@@ -565,31 +564,20 @@ impl<V: Value> Interned<V> {
     }
 
     /// `values` as interned, with each row's `key`, ready to cut dictionaries from.
-    fn new(mut values: Vec<V>, mut key: Vec<u32>) -> Self {
+    fn new(values: Vec<V>, key: Vec<u32>) -> Self {
         let mut order: Vec<u32> = (0..values.len() as u32).collect();
         order.sort_unstable_by_key(|&k| values[k as usize]);
         let mut rank = vec![0; values.len()];
         for (r, &k) in order.iter().enumerate() {
             rank[k as usize] = r as u32;
         }
-        let mut plain_len: Vec<u32> = values.iter().map(|v| v.plain_len() as u32).collect();
+        let plain_len: Vec<u32> = values.iter().map(|v| v.plain_len() as u32).collect();
         let bytes = plain_len.iter().map(|&l| l as usize).sum::<usize>();
-        let mut shared = None;
-        if bytes <= SHARED_DICTIONARY_BYTES {
-            // Keys relabelled to sorted order once for the file, so each chunk's keys are the
-            // rows' keys as they are. A row without a value keeps its unset key (`rank`'s
-            // last slot), read without a branch.
-            rank.push(u32::MAX);
-            let unset = values.len();
-            for k in &mut key {
-                *k = rank[(*k as usize).min(unset)];
-            }
-            values = order.iter().map(|&k| values[k as usize]).collect();
-            plain_len = order.iter().map(|&k| plain_len[k as usize]).collect();
-            rank = (0..values.len() as u32).collect();
+        let shared = (bytes <= SHARED_DICTIONARY_BYTES).then(|| {
+            let sorted = order.iter().map(|&k| values[k as usize]).collect();
             let fewest = plain_len.iter().min().map_or(0, |&l| l as usize);
-            shared = Some((bytes, fewest));
-        }
+            (sorted, bytes, fewest)
+        });
         Self {
             values,
             key,
@@ -604,9 +592,10 @@ impl<V: Value> Interned<V> {
     /// when plain values store the chunk smaller. `local` maps interned keys to the chunk's
     /// (all unset between calls).
     fn chunk(&self, keys: Vec<u32>, local: &mut Vec<u32>) -> Option<Dictionary<V>> {
-        if let Some((bytes, fewest)) = self.shared {
-            let d = Dictionary {
-                values: self.values.clone(),
+        if let Some((sorted, bytes, fewest)) = &self.shared {
+            let (bytes, fewest) = (*bytes, *fewest);
+            let mut d = Dictionary {
+                values: sorted.clone(),
                 keys,
             };
             let bytes = bytes + d.keys.len() * usize::from(d.width()) / 8;
@@ -618,7 +607,15 @@ impl<V: Value> Interned<V> {
                         .iter()
                         .map(|&k| self.plain_len[k as usize] as usize)
                         .sum();
-            return (!d.keys.is_empty() && pays).then_some(d);
+            if d.keys.is_empty() || !pays {
+                return None;
+            }
+            // Relabelled to sorted order here, on the chunk's keys just gathered, rather than
+            // over every row of the file.
+            for k in &mut d.keys {
+                *k = self.rank[*k as usize];
+            }
+            return Some(d);
         }
         local.resize(self.values.len(), u32::MAX);
         let (mut used, mut chunk_keys, mut plain) = (Vec::new(), keys, 0usize);
