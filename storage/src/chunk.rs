@@ -711,13 +711,12 @@ impl<V: Value> Interner<V> {
             };
             let k = match v.packed() {
                 Some(p) => {
-                    let folded = (p as u64 ^ (p >> 64) as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15);
-                    let slot = &mut recent[(folded >> 56) as usize];
-                    match *slot {
+                    let seen = &mut recent[slot(p as u64 ^ (p >> 64) as u64, RECENT_PACKED)];
+                    match *seen {
                         (l, k) if l == p && k != u32::MAX => k,
                         _ => {
                             let k = *packed.entry(p).or_insert_with(fresh);
-                            *slot = (p, k);
+                            *seen = (p, k);
                             k
                         }
                     }
@@ -808,6 +807,12 @@ fn non_null<T: Copy + Default>(
     out
 }
 
+/// The slot of a table of `slots` (a power of two) that `bits` pick: their top bits after a
+/// multiply by the golden ratio, so values alike in their low bits still spread.
+fn slot(bits: u64, slots: usize) -> usize {
+    (bits.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> (64 - slots.trailing_zeros())) as usize
+}
+
 /// Slots of [`unrepeated`]'s table of recent values.
 const RECENT_SLOTS: usize = 4096;
 
@@ -820,9 +825,9 @@ fn unrepeated<V: Value>(values: &[V]) -> Vec<V> {
     let mut recent: Vec<Option<V>> = vec![None; RECENT_SLOTS];
     let mut out = Vec::with_capacity(values.len());
     for &v in values {
-        let slot = (v.bits().wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 52) as usize;
-        if recent[slot].is_none_or(|r| !V::same(r, v)) {
-            recent[slot] = Some(v);
+        let at = slot(v.bits(), RECENT_SLOTS);
+        if recent[at].is_none_or(|r| !V::same(r, v)) {
+            recent[at] = Some(v);
             out.push(v);
         }
     }
@@ -1033,23 +1038,20 @@ impl Value for &[u8] {
             v.get(..8)
                 .map(|h| u64::from_be_bytes(h.try_into().unwrap_or_default()))
         };
+        type Headed<'a> = (&'a [u8], Option<u64>);
+        let order = |(a, ha): Headed, (b, hb): Headed| match (ha, hb) {
+            (Some(x), Some(y)) if x != y => x.cmp(&y),
+            _ => a.cmp(b),
+        };
         let (&first, rest) = values.split_first()?;
         let (mut least, mut greatest) = ((first, head(first)), (first, head(first)));
         for &v in rest {
-            let h = head(v);
-            let below = match (h, least.1) {
-                (Some(a), Some(b)) if a != b => a < b,
-                _ => v < least.0,
-            };
-            if below {
-                least = (v, h);
+            let this = (v, head(v));
+            if order(this, least).is_lt() {
+                least = this;
             }
-            let above = match (h, greatest.1) {
-                (Some(a), Some(b)) if a != b => a > b,
-                _ => v > greatest.0,
-            };
-            if above {
-                greatest = (v, h);
+            if order(this, greatest).is_gt() {
+                greatest = this;
             }
         }
         Some((least.0, greatest.0))
