@@ -8,7 +8,7 @@ use std::{hash::Hash, sync::Arc};
 
 use arrow::{
     array::{Array, AsArray, BooleanBufferBuilder},
-    buffer::NullBuffer,
+    buffer::{BooleanBuffer, Buffer, NullBuffer},
     compute::concat,
     datatypes::{DataType, Int32Type, Int64Type, TimeUnit, TimestampMicrosecondType, UInt32Type},
 };
@@ -242,27 +242,35 @@ impl ChunkEncoder {
         groups
             .iter()
             .map(|rows| {
-                let dictionary =
-                    interned.and_then(|i| i.chunk(non_null(rows, nulls, |r| i.key[r]), &mut local));
-                let content = match dictionary {
-                    Some(d) => Content::Dictionary(d),
-                    None if all_null => Content::Plain(Vec::new()),
-                    None => Content::Plain(non_null(rows, nulls, &value)),
+                let (dictionary, valid) = match interned {
+                    Some(i) => {
+                        let (keys, valid) = non_null(rows, nulls, |r| i.key[r]);
+                        (i.chunk(keys, &mut local), Some(valid))
+                    }
+                    None => (None, None),
+                };
+                let (content, valid) = match dictionary {
+                    Some(d) => (Content::Dictionary(d), valid.flatten()),
+                    None if all_null => (Content::Plain(Vec::new()), None),
+                    None => {
+                        let (values, valid) = non_null(rows, nulls, &value);
+                        (Content::Plain(values), valid)
+                    }
                 };
                 let descr = Arc::clone(&descr);
-                self.chunk(descr, rows, nulls, content, spec, &mut zstd)
+                self.chunk(descr, rows, valid.as_ref(), content, spec, &mut zstd)
             })
             .collect()
     }
 
-    /// One chunk from its non-null values in order or from its dictionary. `zstd` is whether
-    /// compression paid on this column's first chunk in the file (`None` before that chunk is
-    /// written).
+    /// One chunk from its non-null values in order or from its dictionary; `valid` says which
+    /// of `rows` hold a value (every one when `None`). `zstd` is whether compression paid on
+    /// this column's first chunk in the file (`None` before that chunk is written).
     fn chunk<V: Value>(
         &mut self,
         descr: ColumnDescPtr,
         rows: &[u32],
-        nulls: Option<&NullBuffer>,
+        valid: Option<&BooleanBuffer>,
         content: Content<V>,
         spec: &ColumnSpec,
         zstd: &mut Option<bool>,
@@ -271,7 +279,6 @@ impl ChunkEncoder {
             Content::Plain(values) => (values.as_slice(), None),
             Content::Dictionary(d) => (&[][..], Some(d)),
         };
-        let valid = |r: u32| nulls.is_none_or(|n| n.is_valid(r as usize));
         // The pages uncompressed first: whether zstd pays is known once they all are.
         let mut raw = Vec::new();
         if let Some(d) = &dictionary {
@@ -284,27 +291,24 @@ impl ChunkEncoder {
             (None, e) => e.unwrap_or(Encoding::PLAIN),
         };
         let mut stats = PageStats::new(V::TYPE);
-        let mut levels = Vec::new();
+        let all_null = valid.is_none() && dictionary.is_none() && values.is_empty();
         let mut from = 0;
-        for page_rows in rows.chunks(PAGE_ROWS) {
+        for (page, page_rows) in rows.chunks(PAGE_ROWS).enumerate() {
             let mut buf = Vec::new();
-            // Definition levels (1 = a value) are read once: they give the page's value count.
-            let count = match nulls {
+            let first = page * PAGE_ROWS;
+            let count = match valid {
+                Some(v) => v.slice(first, page_rows.len()).count_set_bits(),
+                None if all_null => 0,
                 None => page_rows.len(),
-                // No value in the chunk: every row null, no levels to read.
-                Some(_) if dictionary.is_none() && values.is_empty() => 0,
-                Some(_) => {
-                    levels.clear();
-                    levels.extend(page_rows.iter().map(|&r| u32::from(valid(r))));
-                    levels.iter().sum::<u32>() as usize
-                }
             };
             if descr.max_def_level() > 0 {
+                // Definition levels: 1 for a value, 0 for a null.
                 buf.extend_from_slice(&[0; 4]);
-                if count == page_rows.len() || count == 0 {
-                    encoding::rle_run(u32::from(count > 0), page_rows.len(), 1, &mut buf);
-                } else {
-                    encoding::rle_hybrid(&levels, 1, &mut buf);
+                match valid {
+                    Some(v) if count != page_rows.len() && count != 0 => {
+                        encoding::rle_bits(&v.values()[first / 8..], page_rows.len(), &mut buf)
+                    }
+                    _ => encoding::rle_run(u32::from(count > 0), page_rows.len(), 1, &mut buf),
                 }
                 let len = (buf.len() - 4) as u32;
                 buf[..4].copy_from_slice(&len.to_le_bytes());
@@ -787,24 +791,34 @@ fn joined_nulls(parts: &[&dyn Array], nulls: &[Option<NullBuffer>]) -> Option<Nu
     Some(NullBuffer::new(bits.finish()))
 }
 
-/// `f` of each non-null row of `rows`, in order. Every row is read and the nulls are dropped
-/// by not advancing past them, not by a branch per row (nulls come in no predictable pattern).
+/// `f` of each non-null row of `rows`, in order, and (where `nulls` has any) which of `rows`
+/// hold a value, as bits in their order: the definition levels, read off the null bitmap in
+/// the same pass. Every row is read and the nulls are dropped by not advancing past them, not
+/// by a branch per row (nulls come in no predictable pattern).
 fn non_null<T: Copy + Default>(
     rows: &[u32],
     nulls: Option<&NullBuffer>,
     f: impl Fn(usize) -> T,
-) -> Vec<T> {
+) -> (Vec<T>, Option<BooleanBuffer>) {
     let Some(nulls) = nulls else {
-        return rows.iter().map(|&r| f(r as usize)).collect();
+        return (rows.iter().map(|&r| f(r as usize)).collect(), None);
     };
     let mut out = vec![T::default(); rows.len()];
+    let mut words = Vec::with_capacity(rows.len().div_ceil(64));
     let mut n = 0;
-    for &r in rows {
-        out[n] = f(r as usize);
-        n += usize::from(nulls.is_valid(r as usize));
+    for run in rows.chunks(64) {
+        let mut word = 0u64;
+        for (i, &r) in run.iter().enumerate() {
+            out[n] = f(r as usize);
+            let valid = nulls.is_valid(r as usize);
+            word |= u64::from(valid) << i;
+            n += usize::from(valid);
+        }
+        words.push(word);
     }
     out.truncate(n);
-    out
+    let valid = BooleanBuffer::new(Buffer::from_vec(words), 0, rows.len());
+    (out, Some(valid))
 }
 
 /// The slot of a table of `slots` (a power of two) that `bits` pick: their top bits after a

@@ -117,6 +117,52 @@ pub(crate) fn rle_hybrid(values: &[u32], width: u8, out: &mut Vec<u8>) {
     literal(start, values.len(), out);
 }
 
+/// Appends `len` values of width 1, given as bits LSB first (Arrow's bitmap layout), as
+/// [`rle_hybrid`] encodes them, read 8 at a time: a byte of 8 equal bits starts an RLE run as
+/// long as the bit repeats, other bytes are bit-packed together (bits past `len` cleared).
+pub(crate) fn rle_bits(bits: &[u8], len: usize, out: &mut Vec<u8>) {
+    // The 8 values from value `i` on, as one byte.
+    let byte_at = |i: usize| -> u8 {
+        let (q, r) = (i / 8, i % 8);
+        let next = match r {
+            0 => 0,
+            _ => bits.get(q + 1).map_or(0, |&b| b << (8 - r)),
+        };
+        let byte = bits[q] >> r | next;
+        match len - i {
+            left if left < 8 => byte & ((1u8 << left) - 1),
+            _ => byte,
+        }
+    };
+    let literal = |from: usize, to: usize, out: &mut Vec<u8>| {
+        if from < to {
+            uleb(((((to - from).div_ceil(GROUP)) as u64) << 1) | 1, out);
+            out.extend((from..to).step_by(GROUP).map(byte_at));
+        }
+    };
+    let (mut start, mut i) = (0, 0);
+    while i + GROUP <= len {
+        let b = byte_at(i);
+        if b == 0 || b == 0xFF {
+            let mut end = i + GROUP;
+            while end + GROUP <= len && byte_at(end) == b {
+                end += GROUP;
+            }
+            if end < len {
+                // The run goes on into the next byte for as many of its bits as repeat it.
+                let next = byte_at(end) ^ b;
+                end += (next.trailing_zeros() as usize).min(len - end);
+            }
+            literal(start, i, out);
+            rle_run(u32::from(b & 1), end - i, 1, out);
+            (start, i) = (end, end);
+        } else {
+            i += GROUP;
+        }
+    }
+    literal(start, len, out);
+}
+
 /// Values per delta block, and miniblocks per block (32 values each).
 const DELTA_BLOCK: usize = 128;
 const DELTA_MINIBLOCKS: usize = 4;
@@ -265,6 +311,71 @@ mod tests {
                 bit_pack(&values, width, &mut out);
                 assert_eq!(out[0], 0xAA, "bytes before it untouched");
                 assert_eq!(out[1..], expected[..], "width {width}, {len} values");
+            }
+        }
+    }
+
+    #[test]
+    fn rle_bits_encodes_as_rle_hybrid_and_decodes_to_its_bits() {
+        // A decoder of the hybrid encoding for width 1, as a reader applies it.
+        let decode = |mut enc: &[u8]| {
+            let mut bits = Vec::new();
+            while !enc.is_empty() {
+                let (mut header, mut shift) = (0usize, 0);
+                while let [b, rest @ ..] = enc {
+                    enc = rest;
+                    header |= usize::from(b & 0x7F) << shift;
+                    shift += 7;
+                    if b & 0x80 == 0 {
+                        break;
+                    }
+                }
+                if header & 1 == 1 {
+                    let (packed, rest) = enc.split_at(header >> 1);
+                    bits.extend(
+                        packed
+                            .iter()
+                            .flat_map(|b| (0..8).map(move |i| b >> i & 1 == 1)),
+                    );
+                    enc = rest;
+                } else {
+                    bits.extend(std::iter::repeat_n(enc[0] == 1, header >> 1));
+                    enc = &enc[1..];
+                }
+            }
+            bits
+        };
+        let mut x = 0x9e37_79b9_7f4a_7c15u64;
+        for len in [1usize, 7, 8, 9, 63, 64, 65, 1000, 8192] {
+            // Random bits, long runs of each, and runs broken by single bits.
+            for pattern in 0..3 {
+                let bits: Vec<bool> = (0..len)
+                    .map(|i| {
+                        x ^= x << 13;
+                        x ^= x >> 7;
+                        x ^= x << 17;
+                        match pattern {
+                            0 => x & 1 == 1,
+                            1 => (i / 100) % 2 == 0,
+                            _ => !x.is_multiple_of(50),
+                        }
+                    })
+                    .collect();
+                let mut packed = vec![0xFFu8; len.div_ceil(8)];
+                for (i, &b) in bits.iter().enumerate() {
+                    if !b {
+                        packed[i / 8] &= !(1 << (i % 8));
+                    }
+                }
+                let mut out = Vec::new();
+                rle_bits(&packed, len, &mut out);
+                let levels: Vec<u32> = bits.iter().map(|&b| u32::from(b)).collect();
+                let mut hybrid = Vec::new();
+                rle_hybrid(&levels, 1, &mut hybrid);
+                assert_eq!(out, hybrid, "len {len}, pattern {pattern}: as rle_hybrid");
+                let decoded = decode(&out);
+                assert_eq!(decoded[..len], bits[..], "len {len}, pattern {pattern}");
+                assert!(decoded[len..].iter().all(|&b| !b), "padding cleared");
             }
         }
     }
