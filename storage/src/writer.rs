@@ -236,18 +236,11 @@ impl PartitionedWriter {
             })?;
         // Rows in file order, as row numbers into the batches end to end: the encoder reads
         // them in this order, so no batch is copied to sort it.
-        let mut order = if times.values().is_sorted() {
-            (0..times.len() as u32).collect()
-        } else {
-            time_order(times.values())
+        let order = match self.cluster_column {
+            Some(c) => clustered_order(times.values(), column(batches, c)?.as_primitive()),
+            None if times.values().is_sorted() => (0..times.len() as u32).collect(),
+            None => time_order(times.values()),
         };
-        if let Some(c) = self.cluster_column {
-            cluster(
-                &mut order,
-                times.values(),
-                column(batches, c)?.as_primitive(),
-            );
-        }
         let hour = |row: u32| times.value(row as usize).div_euclid(3_600_000_000);
         order
             .chunk_by(|&a, &b| hour(a) == hour(b))
@@ -378,28 +371,75 @@ fn time_order(times: &[i64]) -> Vec<u32> {
     }
 }
 
-/// Reorders `order` (row numbers in time order) within each slice of [`CLUSTER_US`] by `seqs`
-/// (a null as 0), rows of equal seqs staying in time order.
-fn cluster(order: &mut [u32], times: &[i64], seqs: &UInt32Array) {
-    let slice = |r: u32| times[r as usize].div_euclid(CLUSTER_US);
+/// Bits of a row's place within its slice in [`clustered_order`]'s sort keys (a slice of more
+/// rows takes a comparison sort).
+const SLICE_ROW_BITS: u32 = 15;
+
+// A time within its slice fits the sort key's bits between the seq and the place in the slice.
+const _: () = assert!(CLUSTER_US <= 1 << (32 - SLICE_ROW_BITS));
+
+/// Row numbers of `times` by slice of [`CLUSTER_US`], then by `seqs` (a null as 0), then by
+/// time, then by row. Rows are first dealt into their slices (a count, then one pass placing
+/// each), so only each slice's few rows are sorted, each by one plain number: seq above time
+/// within the slice above place in the slice.
+fn clustered_order(times: &[i64], seqs: &UInt32Array) -> Vec<u32> {
+    let slice = |t: i64| t.div_euclid(CLUSTER_US);
+    let seq = |r: usize| match seqs.is_null(r) {
+        true => 0,
+        false => seqs.value(r),
+    };
+    let (Some(&min), Some(&max)) = (times.iter().min(), times.iter().max()) else {
+        return Vec::new();
+    };
+    let (first, slices) = (slice(min), slice(max) - slice(min) + 1);
+    if slices > times.len() as i64 + 1024 {
+        // Times too spread out to count slices (a span with a far-off clock).
+        let mut order: Vec<u32> = (0..times.len() as u32).collect();
+        order.sort_unstable_by_key(|&r| {
+            (
+                slice(times[r as usize]),
+                seq(r as usize),
+                times[r as usize],
+                r,
+            )
+        });
+        return order;
+    }
+    let place = |t: i64| (slice(t) - first) as usize;
+    let mut starts = vec![0; slices as usize + 1];
+    for &t in times {
+        starts[place(t) + 1] += 1;
+    }
+    for s in 1..starts.len() {
+        starts[s] += starts[s - 1];
+    }
+    let mut order = vec![0u32; times.len()];
+    let mut next = starts.clone();
+    for (r, &t) in times.iter().enumerate() {
+        let at = &mut next[place(t)];
+        order[*at] = r as u32;
+        *at += 1;
+    }
     let (mut keys, mut run_rows) = (Vec::new(), Vec::new());
-    for run in order.chunk_by_mut(|&a, &b| slice(a) == slice(b)) {
-        // Seq above, place in the run below: one sort of plain numbers per slice.
+    for bounds in starts.windows(2) {
+        let run = &mut order[bounds[0]..bounds[1]];
+        if run.len() > 1 << SLICE_ROW_BITS {
+            run.sort_unstable_by_key(|&r| (seq(r as usize), times[r as usize], r));
+            continue;
+        }
         keys.clear();
         keys.extend(run.iter().enumerate().map(|(k, &r)| {
-            let seq = match seqs.is_null(r as usize) {
-                true => 0,
-                false => seqs.value(r as usize),
-            };
-            u64::from(seq) << 32 | k as u64
+            let within = times[r as usize].rem_euclid(CLUSTER_US) as u64;
+            u64::from(seq(r as usize)) << 32 | within << SLICE_ROW_BITS | k as u64
         }));
         keys.sort_unstable();
         run_rows.clear();
         run_rows.extend_from_slice(run);
         for (slot, key) in run.iter_mut().zip(&keys) {
-            *slot = run_rows[*key as u32 as usize];
+            *slot = run_rows[(key & ((1 << SLICE_ROW_BITS) - 1)) as usize];
         }
     }
+    order
 }
 
 /// `rows` (distinct row numbers) in ascending order.
@@ -813,9 +853,41 @@ mod tests {
             Some(7),
             Some(1),
         ]);
-        let mut order: Vec<u32> = (0..7).collect();
-        cluster(&mut order, &times, &seqs);
-        assert_eq!(order, [2, 1, 3, 0, 4, 6, 5]);
+        assert_eq!(clustered_order(&times, &seqs), [2, 1, 3, 0, 4, 6, 5]);
+    }
+
+    /// The order is the sort by (slice, seq, time, row) however the rows fall: spread over
+    /// many slices (negative times too), crowded into one slice past the keys' room for a place
+    /// in it, or spread too far apart to count slices.
+    #[test]
+    fn clustered_order_sorts_by_slice_seq_time_and_row() {
+        let mut x = 0x9e37_79b9_7f4a_7c15u64;
+        let mut next = move || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        };
+        let cases: [(usize, i64, i64); 3] = [
+            (5_000, -3 * CLUSTER_US, 40 * CLUSTER_US),
+            (40_000, 7 * CLUSTER_US, CLUSTER_US),
+            (1_000, 0, i64::MAX / 4),
+        ];
+        for (rows, from, spread) in cases {
+            let times: Vec<i64> = (0..rows)
+                .map(|_| from + (next() % spread as u64) as i64)
+                .collect();
+            let seqs: UInt32Array = (0..rows)
+                .map(|_| Some(next() as u32 % 64).filter(|&s| s != 0))
+                .collect();
+            let seq = |r: usize| if seqs.is_valid(r) { seqs.value(r) } else { 0 };
+            let mut expected: Vec<u32> = (0..rows as u32).collect();
+            expected.sort_by_key(|&r| {
+                let t = times[r as usize];
+                (t.div_euclid(CLUSTER_US), seq(r as usize), t, r)
+            });
+            assert_eq!(clustered_order(&times, &seqs), expected, "{rows} rows");
+        }
     }
 
     #[test]
