@@ -315,6 +315,8 @@ mod tests {
         }
     }
 
+    /// Bits given as bytes encode as the same levels given one per value do, and decode back,
+    /// whatever bytes follow them in the bitmap (the rest of a chunk's rows).
     #[test]
     fn rle_bits_encodes_as_rle_hybrid_and_decodes_to_its_bits() {
         // A decoder of the hybrid encoding for width 1, as a reader applies it.
@@ -373,6 +375,11 @@ mod tests {
                 let mut hybrid = Vec::new();
                 rle_hybrid(&levels, 1, &mut hybrid);
                 assert_eq!(out, hybrid, "len {len}, pattern {pattern}: as rle_hybrid");
+                let mut longer = packed.clone();
+                longer.extend([0xFF, 0x5A, 0xFF]);
+                let mut again = Vec::new();
+                rle_bits(&longer, len, &mut again);
+                assert_eq!(again, out, "len {len}, pattern {pattern}: more bytes after");
                 let decoded = decode(&out);
                 assert_eq!(decoded[..len], bits[..], "len {len}, pattern {pattern}");
                 assert!(decoded[len..].iter().all(|&b| !b), "padding cleared");
