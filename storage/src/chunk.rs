@@ -242,15 +242,12 @@ impl ChunkEncoder {
         groups
             .iter()
             .map(|rows| {
-                let (dictionary, valid) = match interned {
-                    Some(i) => {
-                        let (keys, valid) = non_null(rows, nulls, |r| i.key[r]);
-                        (i.chunk(keys, &mut local), Some(valid))
-                    }
-                    None => (None, None),
-                };
+                let dictionary = interned.and_then(|i| {
+                    let (keys, valid) = non_null(rows, nulls, |r| i.key[r]);
+                    Some((i.chunk(keys, &mut local)?, valid))
+                });
                 let (content, valid) = match dictionary {
-                    Some(d) => (Content::Dictionary(d), valid.flatten()),
+                    Some((d, valid)) => (Content::Dictionary(d), valid),
                     None if all_null => (Content::Plain(Vec::new()), None),
                     None => {
                         let (values, valid) = non_null(rows, nulls, &value);
