@@ -26,7 +26,7 @@ use parquet::{
 
 use crate::{
     chunk::{ChunkEncoder, ColumnSpec},
-    error::{Result, StorageError},
+    error::{Result, StorageError, io},
     paths,
 };
 
@@ -126,11 +126,7 @@ pub struct Staged {
 impl Staged {
     /// Renames the file into place (readers see all of it or none).
     pub fn commit(&self) -> Result<()> {
-        fs::rename(&self.tmp, &self.path).map_err(|source| StorageError::Io {
-            op: "renaming",
-            path: self.tmp.clone(),
-            source,
-        })
+        fs::rename(&self.tmp, &self.path).map_err(io("renaming", &self.tmp))
     }
 }
 
@@ -182,11 +178,7 @@ impl PartitionedWriter {
         let mut props = WriterProperties::builder().build();
         add_encoded_arrow_schema_to_metadata(&schema, &mut props);
         let dir = paths::table_dir(data_dir, table);
-        fs::create_dir_all(&dir).map_err(|source| StorageError::Io {
-            op: "creating",
-            path: dir,
-            source,
-        })?;
+        fs::create_dir_all(&dir).map_err(io("creating", &dir))?;
         Ok(Self {
             data_dir: data_dir.to_path_buf(),
             table: table.to_string(),
@@ -268,19 +260,11 @@ impl PartitionedWriter {
     ) -> Result<Staged> {
         let time = DateTime::<Utc>::from_timestamp_micros(span.0).unwrap_or_default();
         let dir = paths::partition_dir(&self.data_dir, &self.table, time);
-        fs::create_dir_all(&dir).map_err(|source| StorageError::Io {
-            op: "creating",
-            path: dir.clone(),
-            source,
-        })?;
+        fs::create_dir_all(&dir).map_err(io("creating", &dir))?;
         let seq = self.seq.fetch_add(1, Ordering::Relaxed);
         let path = dir.join(paths::part_file_name(Utc::now(), seq, span));
         let tmp = paths::temp_path(&path);
-        let file = File::create(&tmp).map_err(|source| StorageError::Io {
-            op: "creating",
-            path: tmp.clone(),
-            source,
-        })?;
+        let file = File::create(&tmp).map_err(io("creating", &tmp))?;
         let parquet_err = |source| StorageError::Parquet {
             path: path.clone(),
             source,
@@ -324,16 +308,8 @@ impl PartitionedWriter {
             .into_inner()
             .map_err(parquet_err)?
             .into_inner()
-            .map_err(|e| StorageError::Io {
-                op: "writing",
-                path: tmp.clone(),
-                source: e.into_error(),
-            })?;
-        file.sync_all().map_err(|source| StorageError::Io {
-            op: "syncing",
-            path: tmp.clone(),
-            source,
-        })?;
+            .map_err(|e| io("writing", &tmp)(e.into_error()))?;
+        file.sync_all().map_err(io("syncing", &tmp))?;
         Ok(Staged {
             tmp,
             path,
